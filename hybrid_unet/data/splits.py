@@ -1,0 +1,55 @@
+"""Deterministic k-fold splits, saved once to ``splits.json`` and reused afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def kfold_splits(names: list[str], num_folds: int = 5, seed: int = 12345) -> list[dict[str, list[str]]]:
+    """Split case names into ``num_folds`` train/val folds.
+
+    The result depends only on the sorted names, ``num_folds`` and ``seed``.
+
+    Returns:
+        One ``{"train": [...], "val": [...]}`` dict per fold; every case is in exactly one
+        validation set.
+    """
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if len(names) < num_folds:
+        raise ValueError(f"cannot make {num_folds} folds from {len(names)} cases")
+    ordered = sorted(names)
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    folds = np.array_split(perm, num_folds)
+    splits = []
+    for k in range(num_folds):
+        val = sorted(ordered[i] for i in folds[k])
+        val_set = set(val)
+        splits.append({"train": [n for n in ordered if n not in val_set], "val": val})
+    return splits
+
+
+def load_or_create_splits(
+    path: str | Path, names: list[str], num_folds: int = 5, seed: int = 12345
+) -> list[dict[str, list[str]]]:
+    """Read ``splits.json`` at ``path`` if it exists and covers ``names``, else write it.
+
+    An existing file is kept as the source of truth so that folds never move under a user; it
+    is rewritten only when the set of cases changed.
+    """
+    path = Path(path)
+    if path.exists():
+        splits = json.loads(path.read_text())
+        known = set(splits[0]["train"]) | set(splits[0]["val"])
+        if known == set(names) and len(splits) == num_folds:
+            return splits
+    splits = kfold_splits(names, num_folds, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(splits, indent=1))
+    os.replace(tmp, path)
+    return splits
