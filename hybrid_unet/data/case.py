@@ -30,7 +30,9 @@ class Case:
 
     def __post_init__(self) -> None:
         if self.image.ndim != 4:
-            raise ValueError(f"case {self.name}: image must be (C, D, H, W), got {self.image.shape}")
+            raise ValueError(
+                f"case {self.name}: image must be (C, D, H, W), got {self.image.shape}"
+            )
         if self.label is not None and self.label.shape != self.image.shape[1:]:
             raise ValueError(
                 f"case {self.name}: label shape {self.label.shape} does not match image "

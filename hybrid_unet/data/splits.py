@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 
-def kfold_splits(names: list[str], num_folds: int = 5, seed: int = 12345) -> list[dict[str, list[str]]]:
+def kfold_splits(
+    names: list[str], num_folds: int = 5, seed: int = 12345
+) -> list[dict[str, list[str]]]:
     """Split case names into ``num_folds`` train/val folds.
 
     The result depends only on the sorted names, ``num_folds`` and ``seed``.

@@ -1,0 +1,123 @@
+"""Typed schemas of the config groups, registered in Hydra's ConfigStore.
+
+Groups whose nodes are ``_target_`` objects (``model``, ``loss``, ``optimizer``, ``scheduler``,
+``data.source``, loggers) are checked against the target's own signature at start-up
+(:mod:`hybrid_unet.config.validate`), so a new model or loss needs no schema of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Precision(str, Enum):
+    """Numeric precision of the training step."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@dataclass
+class DataConfig:
+    """Where cases come from and how training patches are drawn."""
+
+    source: Any = MISSING
+    """``_target_`` node building a case source (see docs/architecture.md)."""
+    num_classes: int = MISSING
+    """Number of classes including background."""
+    in_channels: int = 1
+    """Image channels (modalities)."""
+    patch_size: list[int] | None = None
+    """Training patch (D, H, W); ``null`` takes it from the dataset plan."""
+    batch_size: int | None = None
+    """Patches per step; ``null`` takes it from the dataset plan."""
+    fold: int = 0
+    """Cross-validation fold used for validation."""
+    num_folds: int = 5
+    """Number of cross-validation folds."""
+    oversample_foreground: float = 0.33
+    """Fraction of each batch centred on a random foreground class."""
+    num_workers: int = 0
+    """DataLoader worker processes (0: load in the training process)."""
+    augmentation: Any = None
+    """``_target_`` node building a ``(sample, seed) -> sample`` transform, or ``null``."""
+    max_val_cases: int | None = None
+    """Validate on at most this many cases of the fold (``null``: all)."""
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop."""
+
+    max_epochs: int = 100
+    """Epochs to train."""
+    steps_per_epoch: int = 100
+    """Optimizer steps per epoch."""
+    val_every: int = 1
+    """Validate every N epochs (and always after the last)."""
+    precision: Precision = Precision.bf16
+    """fp32, bf16 (autocast; CPU and GPU) or fp16 (autocast with a gradient scaler; CUDA only)."""
+    grad_clip: float | None = 12.0
+    """Clip the global gradient norm to this value; ``null`` disables clipping."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    num_threads: int | None = None
+    """torch intra-op threads on CPU (``null``: torch's default)."""
+    deterministic: bool = False
+    """Ask torch for deterministic kernels."""
+    resume: str | None = None
+    """Run dir or checkpoint to continue from."""
+    val_overlap: float = 0.5
+    """Sliding-window overlap during validation."""
+    val_sw_batch_size: int = 4
+    """Windows per forward pass during validation."""
+    max_time_minutes: float | None = None
+    """Stop training (validating and saving first) once this much wall time was spent."""
+    progress: bool = True
+    """Show a progress bar."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile``."""
+    pretrained: str | None = None
+    """Checkpoint whose matching weights initialise the model (fine-tuning)."""
+
+
+@dataclass
+class PathsConfig:
+    """Where runs and caches live."""
+
+    runs_dir: str = "runs"
+    """Parent of every run dir."""
+    data_dir: str = MISSING
+    """Root of real datasets."""
+    cache_dir: str = MISSING
+    """Preprocessed-data cache."""
+    output_dir: str = MISSING
+    """This run's dir (Hydra's run dir)."""
+
+
+@dataclass
+class Config:
+    """The whole experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: dict[str, Any] = field(default_factory=dict)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 42
+    run_name: str = MISSING
+
+
+def register_configs() -> None:
+    """Register the schemas so ``config.yaml`` can extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
