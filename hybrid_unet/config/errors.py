@@ -1,0 +1,50 @@
+"""Config problems as short readable messages instead of tracebacks."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(Exception):
+    """One or more config problems; ``str()`` lists one per line, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest options, or an empty string."""
+    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error, naming the key or option at fault."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(exc, MissingConfigException) and exc.options is not None:
+        missing = (exc.missing_cfg_file or "").split("/")[-1]
+        group = "/".join((exc.missing_cfg_file or "").split("/")[:-1])
+        options = sorted(exc.options)
+        return (f"unknown option '{missing}' for config group '{group}'"
+                f"{did_you_mean(missing, options)}; available: {', '.join(options)}")  # fmt: skip
+    if isinstance(cause, ConfigKeyError) or (
+        isinstance(cause, OmegaConfBaseException) and "not in" in str(cause.msg)
+    ):
+        parent = cause.parent_node
+        siblings = list(parent.keys()) if parent is not None and hasattr(parent, "keys") else []
+        key = str(cause.key) if cause.key is not None else ""
+        return f"unknown config key '{cause.full_key}'{did_you_mean(key, siblings)}"
+    if isinstance(cause, ValidationError):
+        first = str(cause.msg).splitlines()[0]
+        return f"bad value for config key '{cause.full_key}': {first}"
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        return f"config key '{cause.full_key}': {str(cause.msg).splitlines()[0]}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__

@@ -1,0 +1,116 @@
+"""The one place where config nodes become objects."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from hybrid_unet.data.patches import PatchDataset, StepSampler
+from hybrid_unet.data.splits import load_or_create_splits
+from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
+
+
+@dataclass
+class TrainingData:
+    """A case source split into training and validation cases."""
+
+    source: Any
+    train_names: list[str]
+    val_names: list[str]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_data(cfg: dict, run_dir: Path) -> TrainingData:
+    """Build the case source and pick this fold's cases (splits saved in the run dir)."""
+    data = cfg["data"]
+    source = instantiate(data["source"])
+    names = source.case_names()
+    splits = load_or_create_splits(run_dir / "splits.json", names, data["num_folds"], cfg["seed"])
+    if not 0 <= data["fold"] < len(splits):
+        raise ValueError(f"data.fold={data['fold']} but there are {len(splits)} folds")
+    fold = splits[data["fold"]]
+    val = fold["val"][: data["max_val_cases"]] if data["max_val_cases"] else fold["val"]
+    return TrainingData(source=source, train_names=fold["train"], val_names=val)
+
+
+def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLoader:
+    """An endless loader whose batch ``n`` depends only on ``(seed, n)``."""
+    d = cfg["data"]
+    transform = instantiate(d["augmentation"]) if d["augmentation"] else None
+    dataset = PatchDataset(
+        data.source, data.train_names, d["patch_size"], d["batch_size"],
+        d["oversample_foreground"], transform, seed=cfg["seed"],
+    )  # fmt: skip
+    workers = d["num_workers"]
+    return DataLoader(
+        dataset,
+        batch_size=d["batch_size"],
+        sampler=StepSampler(start_step * d["batch_size"]),
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def build_model(cfg: dict) -> torch.nn.Module:
+    """The network, with pretrained weights loaded where ``trainer.pretrained`` names some."""
+    model = instantiate(cfg["model"])
+    if cfg["trainer"]["pretrained"]:
+        load_pretrained(model, cfg["trainer"]["pretrained"])
+    return model
+
+
+def load_pretrained(model: torch.nn.Module, path: str) -> dict[str, list[str]]:
+    """Copy every tensor of the checkpoint whose name and shape match; report the rest."""
+    weights = load_checkpoint(path)
+    weights = weights.get("model", weights)
+    own = model.state_dict()
+    loaded, skipped = [], []
+    for name, tensor in weights.items():
+        if name not in own:
+            skipped.append(f"{name} (not in this model)")
+        elif own[name].shape != tensor.shape:
+            skipped.append(f"{name} (shape {tuple(tensor.shape)} vs {tuple(own[name].shape)})")
+        else:
+            own[name] = tensor
+            loaded.append(name)
+    missing = [n for n in own if n not in weights]
+    model.load_state_dict(own)
+    print(f"Pretrained weights from {path}: {len(loaded)} tensors loaded, {len(skipped)} skipped,"
+          f" {len(missing)} left as initialised.", file=sys.stderr)  # fmt: skip
+    for line in skipped:
+        print(f"  skipped {line}", file=sys.stderr)
+    return {"loaded": loaded, "skipped": skipped, "missing": missing}
+
+
+def build_loss(cfg: dict) -> DeepSupervisionLoss:
+    """The configured loss wrapped for deep supervision (a single output passes through)."""
+    return DeepSupervisionLoss(instantiate(cfg["loss"]))
+
+
+def build_optimizer(cfg: dict, model: torch.nn.Module, loss: torch.nn.Module):
+    """Optimizer over the model's and the loss's parameters (learned loss weights)."""
+    params = list(model.parameters()) + list(loss.parameters())
+    return instantiate(cfg["optimizer"])(params)
+
+
+def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
+    """LR schedule stepped per optimizer step; its horizon defaults to the whole run."""
+    node = dict(cfg["scheduler"])
+    if "total_steps" in node and node["total_steps"] is None:
+        node["total_steps"] = cfg["trainer"]["max_epochs"] * cfg["trainer"]["steps_per_epoch"]
+    return instantiate(node)(optimizer)

@@ -1,0 +1,125 @@
+"""Train a network: ``python -m hybrid_unet.train [+preset=NAME] [group=option] [key=value]``.
+
+Resume a run with ``trainer.resume=<run dir>``: the run's own overrides are replayed, the new
+ones win, and the run continues in its own dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from hybrid_unet.config.errors import ConfigError, describe_exception
+from hybrid_unet.config.schema import register_configs
+from hybrid_unet.config.validate import check_config
+
+register_configs()
+_HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="config")
+def train(cfg: DictConfig) -> float:
+    """Hydra task: check the config, train, return the best mean Dice (what sweepers optimise)."""
+    from hybrid_unet.engine.trainer import Trainer
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        resolved = check_config(cfg)
+        try:
+            trainer = Trainer(resolved, run_dir)
+        except ValueError as exc:  # constructors validate their arguments
+            raise ConfigError([f"invalid configuration: {exc}"]) from exc
+        summary = trainer.fit()
+    except Exception as exc:
+        # Caught here, not only in main(): Hydra prints an extra line for a failing job.
+        _discard_if_empty(run_dir)
+        _exit_on_user_error(exc)
+        raise
+    best = summary["best_mean_dice"]
+    best_text = "n/a" if best is None else f"{best:.4f}"
+    print(f"Done: best mean Dice {best_text} (epoch {summary['best_epoch']}), "
+          f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; run dir {run_dir}")  # fmt: skip
+    return float("nan") if best is None else best
+
+
+def _discard_if_empty(run_dir: Path) -> None:
+    """Remove a run dir that holds nothing but Hydra's own files (a run that never started)."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Rewrite ``trainer.resume=<run dir or its checkpoint>`` into a continuation of that run.
+
+    The run's recorded overrides come first and the new ones after (a key given again takes
+    the new value), and Hydra's run dir is pinned to the old run's dir.
+    """
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("trainer.resume=")), None)
+    if not value or value == "auto":
+        return argv
+    path = Path(value)
+    run_dir = path.parent.parent if path.is_file() and path.parent.name == "checkpoints" else path
+    recorded = run_dir / ".hydra" / "overrides.yaml"
+    if not (run_dir.is_dir() and recorded.exists()):
+        return argv  # a bare checkpoint: resume into a new run dir
+    new_keys = {_override_key(a) for a in argv}
+    old = [
+        a for a in yaml.safe_load(recorded.read_text()) or [] if _override_key(a) not in new_keys
+    ]
+    old = [a for a in old if _override_key(a) not in ("trainer.resume", "hydra.run.dir")]
+    return [*old, *argv, f"hydra.run.dir={run_dir}"]
+
+
+def _override_key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def main() -> None:
+    """Console entry: run Hydra, turning config and input errors into one readable message."""
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if user_wants_traceback:
+        os.environ["HYBRID_UNET_TRACEBACK"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]
+    try:
+        train()
+    except Exception as exc:
+        if user_wants_traceback:
+            raise
+        _exit_on_user_error(exc)
+        raise
+
+
+def _exit_on_user_error(exc: Exception) -> None:
+    """Print one ``error:`` message and exit 2 if ``exc`` is the user's input, else return."""
+    if os.environ.get("HYBRID_UNET_TRACEBACK") == "1":
+        return
+    message = _user_error(exc)
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The message for errors that are the user's input, ``None`` for bugs."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, HydraException | OmegaConfBaseException):
+        return describe_exception(exc)
+    if isinstance(exc, FileNotFoundError):
+        return str(exc)
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Helpers shared by the tests: config composition, a tiny training config, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from hybrid_unet.config.schema import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HYBRID_UNET_DATA", REPO.parent / "shared" / "data"))
+
+register_configs()
+
+# A run small enough for a unit test: 32^3 phantoms, a 4-stage network of 8..64 channels.
+TINY = [
+    "+preset=quick_test",
+    "data.source.num_cases=8",
+    "data.source.shape=[32,32,32]",
+    "data.patch_size=[32,32,32]",
+    "data.max_val_cases=2",
+    "trainer.steps_per_epoch=3",
+    "trainer.val_every=1",
+    "trainer.progress=false",
+    "trainer.num_threads=1",
+    "scheduler.warmup_steps=2",
+]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The composed config as ``python -m hybrid_unet.train <overrides>`` would see it."""
+    with initialize_config_module(version_base="1.3", config_module="hybrid_unet.conf"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def run_train(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the training CLI in a subprocess, as a user would."""
+    env = {**os.environ, "HYBRID_UNET_RUNS": str(cwd / "runs"), "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "hybrid_unet.train", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
