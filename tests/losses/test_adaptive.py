@@ -59,13 +59,11 @@ def test_uncertainty_weighting_formula_and_gradients():
 
 def test_uncertainty_parameters_reach_optimizer_through_deep_supervision():
     loss = DeepSupervisionLoss(UncertaintyWeightedLoss(_parts()))
-    assert len(list(loss.parameters())) == 1
-    opt = torch.optim.SGD(loss.parameters(), lr=0.1)
+    params = list(loss.parameters())
+    assert len(params) == 1 and params[0] is loss.loss.log_vars
     logits, target = make_batch(seed=24)
-    before = loss.loss.log_vars.detach().clone()
     loss([logits, logits[:, :, ::2, ::2, ::2]], target).backward()
-    opt.step()
-    assert not torch.equal(before, loss.loss.log_vars.detach())
+    assert params[0].grad is not None and (params[0].grad != 0).all()
     with pytest.raises(ValueError, match="unknown"):
         UncertaintyWeightedLoss(_parts(), init_log_vars={"dice": 0.0, "ce": 0.0, "x": 1.0})
 
