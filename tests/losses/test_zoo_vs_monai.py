@@ -122,3 +122,12 @@ def test_dice_focal_is_the_weighted_sum():
         logits, target
     )
     torch.testing.assert_close(loss(logits, target), expected)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_gradient_finite_when_saturated(gamma):
+    logits = torch.zeros(1, 3, 2, 2, 2)
+    logits[:, 1] = 200.0
+    logits.requires_grad_(True)
+    FocalLoss(gamma=gamma)(logits, torch.ones(1, 1, 2, 2, 2, dtype=torch.long)).backward()
+    assert torch.isfinite(logits.grad).all()
