@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_batch
+from batches import make_batch
 
 from hybrid_unet.losses.adaptive import ScheduledWeightLoss, UncertaintyWeightedLoss
 from hybrid_unet.losses.compound import CombinedLoss

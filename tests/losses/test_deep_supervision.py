@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
+from batches import make_batch
 from torch import nn
 
 from hybrid_unet.losses.compound import DiceCELoss

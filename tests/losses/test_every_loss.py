@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_batch
+from batches import make_batch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
