@@ -126,7 +126,10 @@ def _surface_metrics(
     yr = torch.from_numpy(ref_mask)[None, None]
     spacing = [float(s) for s in spacing]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MONAI warns on empty masks; handled above
+        # MONAI 1.5+ warns about its own internal use of a deprecated argument.
+        warnings.filterwarnings(
+            "ignore", message=".*always_return_as_numpy", category=FutureWarning
+        )
         if "hd95" in names:
             hd = compute_hausdorff_distance(
                 yp, yr, include_background=True, percentile=95, spacing=spacing

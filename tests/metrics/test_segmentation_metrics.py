@@ -18,6 +18,9 @@ from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
 
 from hybrid_unet.metrics import aggregate, case_metrics, confusion_counts, dice_per_class
 
+# MONAI's own calls below warn about MONAI's internal use of a deprecated argument.
+pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+
 
 def _cube_pair(shape=(10, 10, 10)):
     """A 4^3 reference cube of class 1 and the same cube shifted by one voxel along D."""
