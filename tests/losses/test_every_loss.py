@@ -10,6 +10,8 @@ from batches import make_batch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
+
 CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 YAMLS = sorted(CONF.glob("*.yaml"))
 EXPECTED = {
@@ -74,3 +76,18 @@ def test_bf16_matches_float32_closely():
         low = loss(logits.to(torch.bfloat16), target)
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, loss(logits.to(torch.bfloat16).float(), target))
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=[p.stem for p in YAMLS])
+def test_yaml_under_deep_supervision_like_the_trainer(path):
+    """What the trainer does: wrap, update per epoch, list of scales under bf16, log values."""
+    loss = DeepSupervisionLoss(build(path))
+    loss.update(0, 5)
+    target = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    outs = [torch.randn(2, 3, 8 // s, 8 // s, 8 // s, requires_grad=True) for s in (1, 2, 4)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss([o.to(torch.bfloat16) for o in outs], target)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(outs[0].grad).all()
+    logged = loss.log_values()
+    assert all(isinstance(v, float) and v == v for v in logged.values())
