@@ -105,7 +105,8 @@ class FocalLoss(SegmentationLoss):
         valid = labels != self.ignore_index if self.ignore_index is not None else None
         safe = labels if valid is None else torch.where(valid, labels, torch.zeros_like(labels))
         log_pt = torch.log_softmax(logits, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
-        loss = -((1.0 - log_pt.exp()).pow(self.gamma)) * log_pt
+        # The clamp keeps d/dp (1 - p)^gamma finite at p = 1 when gamma < 1.
+        loss = -((1.0 - log_pt.exp()).clamp_min(1e-12).pow(self.gamma)) * log_pt
         alpha = self._alpha(logits.shape[1], logits)
         if alpha is not None:
             loss = loss * alpha[safe]

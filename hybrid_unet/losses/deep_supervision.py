@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -26,11 +25,21 @@ def deep_supervision_weights(num_scales: int) -> list[float]:
 
 
 def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an integer label map ``(B, 1, D, H, W)`` to ``size``."""
-    if tuple(target.shape[2:]) == tuple(size):
-        return target
-    # Nearest on float is exact for label values below 2^24.
-    return F.interpolate(target.float(), size=tuple(size), mode="nearest").to(target.dtype)
+    """Nearest-neighbour resize of a label map ``(B, 1, D, H, W)`` to spatial ``size``.
+
+    Output index ``j`` on an axis of length ``n_in`` takes input index ``floor(j n_in / n_out)``
+    (``::2`` for a stride of 2). Done by integer indexing, so any label value and dtype
+    survive exactly, autocast or not.
+    """
+    if len(size) != target.ndim - 2:
+        raise ValueError(f"size {tuple(size)} does not match target {tuple(target.shape)}")
+    out = target
+    for axis, n_out in enumerate(size, start=2):
+        n_in = target.shape[axis]
+        if n_out != n_in:
+            idx = torch.arange(n_out, device=target.device) * n_in // n_out
+            out = out.index_select(axis, idx)
+    return out
 
 
 class DeepSupervisionLoss(nn.Module):

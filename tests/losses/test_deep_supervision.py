@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
+from batches import make_batch
 from torch import nn
 
 from hybrid_unet.losses.compound import DiceCELoss
@@ -117,3 +117,13 @@ def test_gradients_reach_every_scale():
     DeepSupervisionLoss(DiceCELoss())(outs, target).backward()
     assert outs[0].grad.abs().sum() > 0 and outs[1].grad.abs().sum() > 0
     assert outs[2].grad is None  # the lowest scale has weight 0 and is never evaluated
+
+
+def test_downsample_target_matches_torch_nearest_and_keeps_large_labels():
+    target = torch.randint(0, 3, (2, 1, 9, 7, 8))
+    target[0, 0, 0, 0, 0] = 100_000_001  # not exact in float32
+    for size in [(5, 4, 4), (3, 7, 2), (9, 7, 8)]:
+        ours = downsample_target(target, size)
+        ref = torch.nn.functional.interpolate(target.double(), size=size, mode="nearest").long()
+        torch.testing.assert_close(ours, ref)
+    assert downsample_target(target, (5, 4, 4))[0, 0, 0, 0, 0] == 100_000_001

@@ -5,7 +5,7 @@ from __future__ import annotations
 import monai.losses
 import pytest
 import torch
-from conftest import make_batch
+from batches import make_batch
 
 from hybrid_unet.losses.compound import DiceCELoss
 from hybrid_unet.losses.cross_entropy import CrossEntropyLoss

@@ -1,8 +1,11 @@
-"""Small random batches shared by the loss tests (kept tiny: the suite must stay fast on CPU)."""
+"""Small random batches shared by the loss tests (kept tiny: the suite must stay fast on CPU).
+
+A plain module with a unique name rather than conftest.py, so that ``import batches`` cannot
+resolve to another folder's conftest.
+"""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 
@@ -20,8 +23,3 @@ def make_batch(
     if empty_class is not None:
         target[target == empty_class] = (empty_class + 1) % k
     return logits, target
-
-
-@pytest.fixture
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return make_batch()
