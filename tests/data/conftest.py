@@ -75,3 +75,55 @@ def write_dicom_series(
 def dicom_writer():
     """The :func:`write_dicom_series` helper, as a fixture so tests need no conftest import."""
     return write_dicom_series
+
+
+def write_decathlon(
+    root: Path,
+    num_cases: int = 4,
+    shape: tuple[int, int, int] = (10, 12, 8),
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    channels: int = 1,
+    modality: str = "MRI",
+) -> Path:
+    """A tiny Decathlon dataset; nibabel shape ``(x, y, z)`` = ``shape``, spacing per x, y, z."""
+    import json
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    affine = np.diag([*spacing, 1.0])
+    training = []
+    for i in range(num_cases):
+        name = f"case_{i:03d}"
+        full = (*shape, channels) if channels > 1 else shape
+        image = rng.normal(100, 20, full).astype(np.float32)
+        label = np.zeros(shape, np.uint8)
+        label[2:6, 3:8, 2:5] = 1
+        label[6:8, 3:8, 2:5] = 2
+        nib.save(nib.Nifti1Image(image, affine), str(root / "imagesTr" / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / f"{name}.nii.gz"))
+        training.append(
+            {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
+        )
+    meta = {
+        "name": "tiny",
+        "modality": {str(c): modality for c in range(channels)},
+        "labels": {"0": "background", "1": "a", "2": "b"},
+        "numTraining": num_cases,
+        "training": training,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture
+def decathlon(tmp_path) -> Path:
+    """Path of a freshly written 4-case Decathlon dataset."""
+    return write_decathlon(tmp_path / "tiny")
+
+
+@pytest.fixture
+def decathlon_writer():
+    return write_decathlon
