@@ -36,8 +36,10 @@ class DatasetSource:
     """Validate, fingerprint, plan and preprocess a dataset once; then load cached cases.
 
     Implements the case-source contract of ``docs/architecture.md``. The fingerprint is cached
-    in ``cache_dir/fingerprint_<dataset hash>.json`` and the preprocessed cases in
-    ``cache_dir/<plan.preprocessing_hash()>/``, so a second start does no reading at all.
+    in ``cache_dir/<dataset>_<listing hash>/fingerprint.json`` and the preprocessed cases next to
+    it in ``<plan.preprocessing_hash()>/``, so a second start reads no source file. Several
+    processes (DDP ranks) may start at once: every file is written atomically under a
+    per-process temporary name, so the worst case is duplicated work, never a torn file.
 
     Args:
         root: Dataset folder (Decathlon or nnU-Net v2 ``dataset.json``) or an HDF5 file.
@@ -52,6 +54,7 @@ class DatasetSource:
         layout: The detected :class:`~hybrid_unet.data.layouts.DatasetLayout`.
         fingerprint: The dataset :class:`~hybrid_unet.data.fingerprint.Fingerprint`.
         plan: The :class:`~hybrid_unet.data.planning.Plan` used for preprocessing.
+        dataset_dir: Cache folder of this dataset (fingerprint and one folder per plan).
         preprocessed_dir: Folder holding this plan's cached cases.
     """
 
@@ -80,10 +83,11 @@ class DatasetSource:
                 root, f"num_classes={self.num_classes} but labels go up to {max(label_values)}"
             )
 
-        names = json.dumps([[r.name, *map(str, r.images), str(r.label)] for r in records])
-        fp_path = (
-            self.cache_dir / f"fingerprint_{hashlib.sha256(names.encode()).hexdigest()[:12]}.json"
-        )
+        listing = json.dumps([[r.name, *map(str, r.images), str(r.label)] for r in records])
+        digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
+        # One folder per dataset listing: datasets never share cached arrays.
+        self.dataset_dir = self.cache_dir / f"{Path(root).name.split('.')[0]}_{digest}"
+        fp_path = self.dataset_dir / "fingerprint.json"
         start = time.perf_counter()
         validated = False
         if fp_path.is_file():
@@ -97,7 +101,7 @@ class DatasetSource:
         self.plan: Plan = plan_experiment(
             self.fingerprint, memory_budget_voxels, _plain(plan_overrides)
         )
-        self.preprocessed_dir = self.cache_dir / self.plan.preprocessing_hash()
+        self.preprocessed_dir = self.dataset_dir / self.plan.preprocessing_hash()
         pending = [r for r in records if not (self.preprocessed_dir / f"{r.name}.json").is_file()]
         if pending and validate and not validated:
             validate_dataset(records, label_values, num_workers, root=root)

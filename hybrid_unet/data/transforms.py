@@ -108,6 +108,13 @@ class RandRotateScaled(Randomizable, MapTransform):
         return d
 
 
+def _tensor(value: Any) -> torch.Tensor:
+    """A tensor view where possible; read-only arrays (memory maps) are copied first."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.require(value, requirements=["W"]))
+    return torch.as_tensor(value)
+
+
 def _plain(value: Any, like: Any) -> Any:
     """Back to the input's kind (ndarray or plain tensor) and dtype."""
     if isinstance(value, torch.Tensor) and hasattr(value, "as_tensor"):
@@ -205,7 +212,7 @@ def build_train_transform(
 
     def transform(sample: dict, seed: int) -> dict:
         state.seed(int(seed) % (2**32))
-        inputs = {k: torch.as_tensor(v) if k in (IMAGE, LABEL) else v for k, v in sample.items()}
+        inputs = {k: _tensor(v) if k in (IMAGE, LABEL) else v for k, v in sample.items()}
         previous = get_track_meta()
         set_track_meta(False)  # metadata bookkeeping costs more than the 40x56x40 arithmetic
         try:

@@ -74,7 +74,7 @@ def test_dataset_source_validates_first(decathlon, tmp_path):
     (decathlon / "imagesTr" / "case_001.nii.gz").write_bytes(b"")
     with pytest.raises(DatasetValidationError, match=r"case_001\.nii\.gz"):
         DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
-    assert not list((tmp_path / "cache").glob("*/*.npy"))
+    assert not list((tmp_path / "cache").rglob("*.npy"))
 
 
 @pytest.mark.real_data
