@@ -118,6 +118,20 @@ def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
     return out
 
 
+def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
+    """Map a ``(D, H, W)`` label predicted on a preprocessed case back onto the original scan.
+
+    Undoes the resampling (one-hot linear) and the crop, using ``Case.properties``; the result
+    has the original shape and, with ``Case.affine``, can be written by
+    :func:`hybrid_unet.data.io.write_nifti`.
+    """
+    box = properties["crop_box"]
+    cropped = resample_label(np.asarray(label), tuple(b - a for a, b in box))
+    out = np.zeros(properties["original_shape"], dtype=cropped.dtype)
+    out[tuple(slice(a, b) for a, b in box)] = cropped
+    return out
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:

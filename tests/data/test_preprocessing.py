@@ -14,6 +14,7 @@ from hybrid_unet.data.preprocessing import (
     load_preprocessed,
     preprocess_dataset,
     resample_label,
+    revert_preprocessing,
 )
 from hybrid_unet.data.real import DatasetSource
 
@@ -88,3 +89,17 @@ def test_hippocampus_plan_and_cache(real_data, tmp_path):
     assert plan.strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
     case = src.load("hippocampus_001")
     assert case.image.shape[1:] == case.label.shape and case.image.dtype == np.float32
+
+
+def test_revert_preprocessing_restores_original_grid(tmp_path, decathlon_writer):
+    from hybrid_unet.data.io import read_label
+
+    root = decathlon_writer(tmp_path / "aniso", num_cases=2, spacing=(1.0, 1.0, 2.0))
+    src = DatasetSource(root, tmp_path / "cache", num_workers=0,
+                        plan_overrides={"spacing": [1.0, 1.0, 1.0]})  # fmt: skip
+    case = src.load("case_001")
+    assert case.label.shape[0] == 16  # 8 slices of 2 mm -> 16 of 1 mm
+    restored = revert_preprocessing(case.label, case.properties)
+    original, _ = read_label(root / "labelsTr" / "case_001.nii.gz")
+    assert restored.shape == original.shape
+    assert (restored == original).mean() > 0.97
