@@ -28,6 +28,9 @@ from hybrid_unet.data.io import read_image, read_label
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.layouts import CaseRecord
 
+# Same threshold as planning (not imported: planning imports this module's users).
+ANISOTROPY_RATIO = 3.0
+
 if TYPE_CHECKING:
     from hybrid_unet.data.planning import Plan
 
@@ -73,12 +76,28 @@ def resampled_shape(shape, spacing, target) -> tuple[int, int, int]:
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
 
 
-def resample_image(image: np.ndarray, new_shape: tuple[int, ...], order: int = 3) -> np.ndarray:
-    """Spline-resample each channel of ``(C, D, H, W)`` to ``new_shape``."""
+def resample_image(
+    image: np.ndarray, new_shape: tuple[int, ...], order: int = 3, coarse_axis: int | None = None
+) -> np.ndarray:
+    """Spline-resample each channel of ``(C, D, H, W)`` to ``new_shape``.
+
+    With ``coarse_axis`` (thick-slice scans), that axis is interpolated linearly in a second
+    pass: a cubic spline across 5 mm slices rings at edges.
+    """
     if tuple(image.shape[1:]) == tuple(new_shape):
         return image
     factors = [n / o for n, o in zip(new_shape, image.shape[1:], strict=True)]
-    out = [ndimage.zoom(c, factors, order=order, mode="nearest", grid_mode=True) for c in image]
+    first = list(factors)
+    if coarse_axis is not None:
+        first[coarse_axis] = 1.0
+    out = []
+    for channel in image:
+        channel = ndimage.zoom(channel, first, order=order, mode="nearest", grid_mode=True)
+        if coarse_axis is not None and factors[coarse_axis] != 1.0:
+            second = [1.0, 1.0, 1.0]
+            second[coarse_axis] = factors[coarse_axis]
+            channel = ndimage.zoom(channel, second, order=1, mode="nearest", grid_mode=True)
+        out.append(channel)
     return np.stack(out).astype(np.float32)
 
 
@@ -153,7 +172,9 @@ def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
     original_shape = list(image.shape[1:])
     image, label, box = crop_to_nonzero(image, label)
     new_shape = resampled_shape(image.shape[1:], geometry.spacing, plan.spacing)
-    image = normalize(resample_image(image, new_shape), plan)
+    spacing = np.asarray(geometry.spacing)
+    coarse = int(np.argmax(spacing)) if spacing.max() > ANISOTROPY_RATIO * spacing.min() else None
+    image = normalize(resample_image(image, new_shape, coarse_axis=coarse), plan)
     if label is not None:
         label = resample_label(label, new_shape)
     _atomic_save(out_dir / f"{record.name}_image.npy", image)

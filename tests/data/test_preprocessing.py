@@ -13,6 +13,7 @@ from hybrid_unet.data.preprocessing import (
     crop_to_nonzero,
     load_preprocessed,
     preprocess_dataset,
+    resample_image,
     resample_label,
     revert_preprocessing,
 )
@@ -103,3 +104,13 @@ def test_revert_preprocessing_restores_original_grid(tmp_path, decathlon_writer)
     original, _ = read_label(root / "labelsTr" / "case_001.nii.gz")
     assert restored.shape == original.shape
     assert (restored == original).mean() > 0.97
+
+
+def test_resample_image_coarse_axis_is_linear():
+    image = np.zeros((1, 4, 6, 6), np.float32)
+    image[0, 2:] = 1.0  # a step between slices 1 and 2
+    cubic = resample_image(image, (8, 6, 6))
+    linear = resample_image(image, (8, 6, 6), coarse_axis=0)
+    assert linear.shape == cubic.shape == (1, 8, 6, 6)
+    assert linear.min() >= 0 and linear.max() <= 1  # no overshoot
+    assert cubic.min() < -1e-3  # a cubic spline rings at the step
