@@ -1,0 +1,74 @@
+"""NIfTI reading and writing with nibabel; arrays are transposed to (D, H, W) = (z, y, x)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.geometry import DHW_TO_XYZ, Geometry, spacing_from_affine
+
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read a 3D or 4D NIfTI file.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        The array in its stored dtype, ``(D, H, W)`` for 3D files or ``(C, D, H, W)`` for 4D
+        files (nibabel's ``(x, y, z, c)``), and its geometry.
+
+    Raises:
+        DataError: The file is missing, empty, truncated or not 3D/4D.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        # np.asanyarray reads the whole (possibly gzipped) stream, so truncation shows up here.
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except Exception as exc:  # nibabel, gzip and zlib raise many unrelated types
+        raise DataError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 3:
+        data = data.transpose(2, 1, 0)
+    elif data.ndim == 4:
+        data = data.transpose(3, 2, 1, 0)
+    else:
+        raise DataError(path, f"expected a 3D or 4D volume, got shape {data.shape}")
+    affine = np.asarray(img.affine, dtype=np.float64) @ DHW_TO_XYZ
+    geometry = Geometry(spacing_from_affine(affine), affine, str(path), img.header.copy())
+    return np.ascontiguousarray(data), geometry
+
+
+def write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> None:
+    """Write a ``(D, H, W)`` array (e.g. a predicted label map) with the geometry of its source.
+
+    The source header is reused when the geometry came from a NIfTI file, so qform/sform codes
+    survive; the data type follows ``array``.
+
+    Args:
+        path: Output ``.nii`` / ``.nii.gz`` path; parent folders are created.
+        array: ``(D, H, W)`` array in this project's axis order.
+        geometry: Geometry of the scan the array belongs to.
+    """
+    if array.ndim != 3:
+        raise ValueError(f"write_nifti expects a (D, H, W) array, got shape {array.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = np.asarray(geometry.affine, dtype=np.float64) @ DHW_TO_XYZ
+    header = geometry.header.copy() if isinstance(geometry.header, nib.Nifti1Header) else None
+    img = nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine, header)
+    img.set_data_dtype(array.dtype)
+    if header is not None:
+        # Keep the source's codes but make both forms carry exactly the affine we were given.
+        img.set_qform(affine, code=int(header["qform_code"]) or 1)
+        img.set_sform(affine, code=int(header["sform_code"]) or 1)
+    # Scaling from an intensity image's header must not apply to a label map.
+    img.header.set_slope_inter(1.0, 0.0)
+    nib.save(img, str(path))

@@ -1,0 +1,150 @@
+"""Dataset layouts on disk, detected automatically, turned into a list of case records.
+
+Supported:
+
+* **Decathlon** (as distributed by the Medical Segmentation Decathlon): ``dataset.json`` with a
+  ``training`` list of ``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}``,
+  ``labels`` ``{"0": "background", ...}`` and ``modality`` ``{"0": "MRI", ...}``; a multi-modal
+  image is one 4D file. A listed image that only exists split into ``x_0000.nii.gz``, ... (the
+  nnU-Net v1 conversion) is read channel by channel.
+* **nnU-Net v2**: ``dataset.json`` with ``channel_names``, ``labels`` ``{"background": 0, ...}``,
+  ``numTraining`` and ``file_ending``; ``imagesTr/<case>_<XXXX><file_ending>`` per channel and
+  ``labelsTr/<case><file_ending>``.
+* **HDF5**: one ``.h5`` file in the layout of :mod:`hybrid_unet.data.io.hdf5`; optional root
+  attributes ``labels`` and ``modality`` hold the same JSON dicts as a Decathlon file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.hdf5 import list_hdf5_cases
+
+
+@dataclass
+class CaseRecord:
+    """Where one case lives.
+
+    Attributes:
+        name: Case name, unique in the dataset.
+        images: One path per channel file, or a single (possibly multi-channel) file.
+        label: Label map path, or ``None`` for unlabelled cases.
+        key: Group inside a container file (HDF5), else ``None``.
+    """
+
+    name: str
+    images: list[Path]
+    label: Path | None
+    key: str | None = None
+
+
+@dataclass
+class DatasetLayout:
+    """A dataset found on disk.
+
+    Attributes:
+        root: Dataset folder (or HDF5 file).
+        kind: ``"decathlon"``, ``"nnunetv2"`` or ``"hdf5"``.
+        cases: Labelled training cases, sorted by name.
+        labels: Class value -> name, background included.
+        modality: Channel index -> modality name (``"CT"``, ``"MRI"``, ...).
+    """
+
+    root: Path
+    kind: str
+    cases: list[CaseRecord]
+    labels: dict[int, str] = field(default_factory=dict)
+    modality: dict[int, str] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, "dataset.json not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"invalid JSON ({exc})") from None
+
+
+def _stem(path: str, ending: str) -> str:
+    name = Path(path).name
+    return name[: -len(ending)] if name.endswith(ending) else name.split(".")[0]
+
+
+def _decathlon(root: Path, meta: dict) -> DatasetLayout:
+    cases = []
+    for i, entry in enumerate(meta["training"]):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise DataError(root / "dataset.json", f"training[{i}] needs an 'image' entry")
+        image = root / entry["image"]
+        images = [image]
+        if not image.exists():
+            ending = ".nii.gz" if image.name.endswith(".nii.gz") else image.suffix
+            split = sorted(
+                image.parent.glob(f"{_stem(image.name, ending)}_[0-9][0-9][0-9][0-9]{ending}")
+            )
+            images = split or images  # a missing file is reported by validation, not here
+        label = root / entry["label"] if entry.get("label") else None
+        cases.append(CaseRecord(_stem(entry["image"], ".nii.gz"), images, label))
+    labels = {int(k): str(v) for k, v in meta.get("labels", {}).items()}
+    modality = {int(k): str(v) for k, v in meta.get("modality", {}).items()}
+    return DatasetLayout(root, "decathlon", sorted(cases, key=lambda c: c.name), labels, modality)
+
+
+def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
+    ending = meta.get("file_ending", ".nii.gz")
+    channels = {int(k): str(v) for k, v in meta["channel_names"].items()}
+    labels = {}
+    for name, value in meta.get("labels", {}).items():
+        if not isinstance(value, int):
+            raise DataError(root / "dataset.json", f"label {name!r}: region labels unsupported")
+        labels[value] = name
+    label_dir = root / "labelsTr"
+    if not label_dir.is_dir():
+        raise DataError(label_dir, "labelsTr folder not found")
+    cases = []
+    for label in sorted(label_dir.glob(f"*{ending}")):
+        name = label.name[: -len(ending)]
+        images = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in sorted(channels)]
+        cases.append(CaseRecord(name, images, label))
+    expected = meta.get("numTraining")
+    if expected is not None and expected != len(cases):
+        raise DataError(label_dir, f"dataset.json says numTraining={expected}, found {len(cases)}")
+    return DatasetLayout(root, "nnunetv2", cases, labels, channels)
+
+
+def _hdf5(root: Path) -> DatasetLayout:
+    import h5py
+
+    cases = [CaseRecord(n, [root], root, key=n) for n in list_hdf5_cases(root)]
+    with h5py.File(root, "r") as f:
+        labels = json.loads(f.attrs.get("labels", "{}"))
+        modality = json.loads(f.attrs.get("modality", "{}"))
+    labels = {int(k): str(v) for k, v in labels.items()}
+    modality = {int(k): str(v) for k, v in modality.items()}
+    return DatasetLayout(root, "hdf5", cases, labels, modality)
+
+
+def detect_layout(root: str | Path) -> DatasetLayout:
+    """Find the layout of the dataset at ``root`` and list its labelled cases.
+
+    Raises:
+        DataError: ``root`` is missing, has no ``dataset.json``, or the file matches no layout.
+    """
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() in (".h5", ".hdf5"):
+        return _hdf5(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found (set data.root or HYBRID_UNET_DATA)")
+    meta = _read_json(root / "dataset.json")
+    if "channel_names" in meta:
+        return _nnunetv2(root, meta)
+    if "training" in meta:
+        return _decathlon(root, meta)
+    raise DataError(
+        root / "dataset.json",
+        "matches no known layout: expected 'training' (Decathlon) or 'channel_names' (nnU-Net v2)",
+    )

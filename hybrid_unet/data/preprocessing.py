@@ -1,0 +1,231 @@
+"""Crop, resample and normalise each case once, cached as uncompressed ``.npy`` files.
+
+Cache layout (``cache_dir/<plan.preprocessing_hash()>/``)::
+
+    plan.json
+    <case>_image.npy     (C, D, H, W) float32, normalised, at the plan's spacing
+    <case>_label.npy     (D, H, W) uint8
+    <case>.json          geometry and crop box; written last, so it marks a finished case
+
+Every file is written to a temporary name and renamed into place, so an interrupted run leaves
+no half file under a trusted name; a case without its ``.json`` is simply redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from hybrid_unet.data.case import Case
+from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io import read_image, read_label
+from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.layouts import CaseRecord
+
+# Same threshold as planning (not imported: planning imports this module's users).
+ANISOTROPY_RATIO = 3.0
+
+if TYPE_CHECKING:
+    from hybrid_unet.data.planning import Plan
+
+
+def read_case(record: CaseRecord) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
+    """Image ``(C, D, H, W)`` float32 (channel files stacked), label ``(D, H, W)`` and geometry."""
+    kwargs = {"key": record.key} if record.key else {}
+    arrays, geometry = [], None
+    for path in record.images:
+        image, geo = read_image(path, **kwargs)
+        arrays.append(image)
+        geometry = geometry or geo
+    image = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    label = read_label(record.label, **kwargs)[0] if record.label else None
+    return image, label, geometry
+
+
+def crop_to_nonzero(
+    image: np.ndarray, label: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, list[list[int]]]:
+    """Crop to the bounding box of voxels that are nonzero in any channel (or labelled).
+
+    Returns:
+        Cropped image, cropped label and the box ``[[d0, d1], [h0, h1], [w0, w1]]``.
+    """
+    mask = (image != 0).any(axis=0)
+    if label is not None:
+        mask |= label > 0
+    if not mask.any():
+        box = [[0, s] for s in image.shape[1:]]
+    else:
+        box = []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            hits = np.flatnonzero(mask.any(axis=other))
+            box.append([int(hits[0]), int(hits[-1]) + 1])
+    sl = tuple(slice(a, b) for a, b in box)
+    return image[(slice(None), *sl)], None if label is None else label[sl], box
+
+
+def resampled_shape(shape, spacing, target) -> tuple[int, int, int]:
+    """Shape that covers the same extent at the target spacing."""
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+
+
+def resample_image(
+    image: np.ndarray, new_shape: tuple[int, ...], order: int = 3, coarse_axis: int | None = None
+) -> np.ndarray:
+    """Spline-resample each channel of ``(C, D, H, W)`` to ``new_shape``.
+
+    With ``coarse_axis`` (thick-slice scans), that axis is interpolated linearly in a second
+    pass: a cubic spline across 5 mm slices rings at edges.
+    """
+    if tuple(image.shape[1:]) == tuple(new_shape):
+        return image
+    factors = [n / o for n, o in zip(new_shape, image.shape[1:], strict=True)]
+    first = list(factors)
+    if coarse_axis is not None:
+        first[coarse_axis] = 1.0
+    out = []
+    for channel in image:
+        channel = ndimage.zoom(channel, first, order=order, mode="nearest", grid_mode=True)
+        if coarse_axis is not None and factors[coarse_axis] != 1.0:
+            second = [1.0, 1.0, 1.0]
+            second[coarse_axis] = factors[coarse_axis]
+            channel = ndimage.zoom(channel, second, order=1, mode="nearest", grid_mode=True)
+        out.append(channel)
+    return np.stack(out).astype(np.float32)
+
+
+def resample_label(label: np.ndarray, new_shape: tuple[int, ...]) -> np.ndarray:
+    """Resample a label map by linear interpolation of each class's one-hot mask, then argmax.
+
+    Smoother than nearest neighbour on upsampling and never invents a class.
+    """
+    if tuple(label.shape) == tuple(new_shape):
+        return label
+    factors = [n / o for n, o in zip(new_shape, label.shape, strict=True)]
+    classes = np.unique(label)
+    best = np.full(new_shape, -1.0, np.float32)
+    out = np.zeros(new_shape, np.uint8)
+    for value in classes:
+        mask = ndimage.zoom(
+            (label == value).astype(np.float32), factors, order=1, mode="nearest", grid_mode=True
+        )
+        better = mask > best
+        out[better], best[better] = value, mask[better]
+    return out
+
+
+def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
+    """Apply the plan's per-channel scheme: ``ct`` (clip, dataset z-score) or ``zscore``."""
+    out = np.empty_like(image, dtype=np.float32)
+    for c, (scheme, props) in enumerate(
+        zip(plan.normalization, plan.intensity_properties, strict=True)
+    ):
+        x = image[c].astype(np.float32)
+        if scheme == "ct":
+            x = np.clip(x, props["percentile_00_5"], props["percentile_99_5"])
+            mean, std = props["mean"], props["std"]
+        else:
+            mean, std = float(x.mean()), float(x.std())
+        out[c] = (x - mean) / max(std, 1e-8)
+    return out
+
+
+def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
+    """Map a ``(D, H, W)`` label predicted on a preprocessed case back onto the original scan.
+
+    Undoes the resampling (one-hot linear) and the crop, using ``Case.properties``; the result
+    has the original shape and, with ``Case.affine``, can be written by
+    :func:`hybrid_unet.data.io.write_nifti`.
+    """
+    box = properties["crop_box"]
+    cropped = resample_label(np.asarray(label), tuple(b - a for a, b in box))
+    out = np.zeros(properties["original_shape"], dtype=cropped.dtype)
+    out[tuple(slice(a, b) for a, b in box)] = cropped
+    return out
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
+    """Crop, resample, normalise and save one case; returns its name."""
+    image, label, geometry = read_case(record)
+    original_shape = list(image.shape[1:])
+    image, label, box = crop_to_nonzero(image, label)
+    new_shape = resampled_shape(image.shape[1:], geometry.spacing, plan.spacing)
+    spacing = np.asarray(geometry.spacing)
+    coarse = int(np.argmax(spacing)) if spacing.max() > ANISOTROPY_RATIO * spacing.min() else None
+    image = normalize(resample_image(image, new_shape, coarse_axis=coarse), plan)
+    if label is not None:
+        label = resample_label(label, new_shape)
+    _atomic_save(out_dir / f"{record.name}_image.npy", image)
+    if label is not None:
+        _atomic_save(out_dir / f"{record.name}_label.npy", label)
+    props = {
+        "source": geometry.source,
+        "original_shape": original_shape,
+        "original_spacing": list(geometry.spacing),
+        "affine": np.asarray(geometry.affine).tolist(),
+        "crop_box": box,
+        "spacing": list(plan.spacing),
+        "has_label": label is not None,
+    }
+    _atomic_text(out_dir / f"{record.name}.json", json.dumps(props))
+    return record.name
+
+
+def _job(args: tuple[CaseRecord, Plan, Path]) -> str:
+    return preprocess_case(*args)
+
+
+def preprocess_dataset(
+    records: list[CaseRecord], plan: Plan, out_dir: str | Path, num_workers: int = 0
+) -> list[str]:
+    """Preprocess the cases that are not cached yet; returns the names that were (re)done."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan.to_json(out_dir / "plan.json")
+    todo = [r for r in records if not (out_dir / f"{r.name}.json").is_file()]
+    jobs = [(r, plan, out_dir) for r in todo]
+    if num_workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(num_workers) as pool:
+            return list(pool.map(_job, jobs, chunksize=4))
+    return [_job(j) for j in jobs]
+
+
+def load_preprocessed(name: str, out_dir: str | Path) -> Case:
+    """Load a cached case with memory-mapped arrays."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / f"{name}.json"
+    if not meta_path.is_file():
+        raise DataError(meta_path, f"case {name!r} is not preprocessed in this cache")
+    props = json.loads(meta_path.read_text())
+    image = np.load(out_dir / f"{name}_image.npy", mmap_mode="r")
+    label = np.load(out_dir / f"{name}_label.npy", mmap_mode="r") if props["has_label"] else None
+    return Case(
+        name=name,
+        image=image,
+        label=label,
+        spacing=tuple(props["spacing"]),
+        affine=np.asarray(props["affine"]),
+        properties=props,
+    )

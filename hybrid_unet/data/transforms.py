@@ -1,0 +1,225 @@
+"""Training augmentation from MONAI dictionary transforms, deterministic per item.
+
+Samples are ``{"image": (C, D, H, W) float32, "label": (1, D, H, W) integer}`` as NumPy arrays
+or torch tensors; the result has the same kind and dtypes. Rotation and scaling share one
+affine resampling (the expensive part), drawn with separate probabilities as in nnU-Net.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data import get_track_meta, set_track_meta
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    Randomizable,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+    RandSimulateLowResolutiond,
+)
+
+IMAGE, LABEL = "image", "label"
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrix from three angles (radians) about the D, H and W axes."""
+    out = np.eye(3)
+    for axis, angle in enumerate(angles):
+        i, j = [a for a in range(3) if a != axis]
+        r = np.eye(3)
+        r[i, i] = r[j, j] = math.cos(angle)
+        r[i, j], r[j, i] = -math.sin(angle), math.sin(angle)
+        out = out @ r
+    return out
+
+
+class RandRotateScaled(Randomizable, MapTransform):
+    """Random rotation (``p_rotate``) and isotropic scaling (``p_scale``) in one resampling.
+
+    The voxel-space matrix is turned into one ``affine_grid`` / ``grid_sample`` call per key
+    (about 4x faster than MONAI's ``AffineGrid`` + ``Resample`` at 40x56x40); the label is
+    sampled nearest with zero padding, the image trilinear with border padding.
+
+    Args:
+        rotate_range: Maximum absolute angle in degrees, per axis.
+        scale_range: ``(low, high)`` zoom factor; above 1 enlarges the content.
+        p_rotate: Probability of rotating.
+        p_scale: Probability of scaling.
+    """
+
+    def __init__(
+        self,
+        rotate_range: float = 30.0,
+        scale_range: tuple[float, float] = (0.7, 1.4),
+        p_rotate: float = 0.2,
+        p_scale: float = 0.2,
+    ) -> None:
+        MapTransform.__init__(self, [IMAGE, LABEL], allow_missing_keys=True)
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+        self.rotate_range = math.radians(rotate_range)
+        self.scale_range = scale_range
+        self.p_rotate, self.p_scale = p_rotate, p_scale
+
+    def randomize(self, data: Any = None) -> None:
+        self.angles = self.R.uniform(-self.rotate_range, self.rotate_range, 3)
+        self.zoom = float(self.R.uniform(*self.scale_range))
+        self.do_rotate = self.R.rand() < self.p_rotate
+        self.do_scale = self.R.rand() < self.p_scale
+
+    def _theta(self, shape: tuple[int, ...]) -> torch.Tensor:
+        # Output voxel (centred) -> input voxel: rotate, and shrink by 1/zoom to enlarge content.
+        matrix = _rotation(self.angles) if self.do_rotate else np.eye(3)
+        if self.do_scale:
+            matrix = matrix / self.zoom
+        half = np.diag([(n - 1) / 2 if n > 1 else 1.0 for n in shape])
+        norm = np.linalg.inv(half) @ matrix @ half
+        # grid_sample wants (x, y, z) = (W, H, D): reverse rows and columns.
+        theta = np.zeros((1, 3, 4))
+        theta[0, :, :3] = norm[::-1, ::-1]
+        return torch.as_tensor(theta, dtype=torch.float32)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        self.randomize()
+        d = dict(data)
+        if not (self.do_rotate or self.do_scale):
+            return d
+        image = torch.as_tensor(d[IMAGE])
+        grid = F.affine_grid(self._theta(image.shape[1:]), [1, *image.shape], align_corners=True)
+        d[IMAGE] = F.grid_sample(
+            image[None].float(), grid, "bilinear", "border", align_corners=True
+        )[0]
+        if LABEL in d:
+            label = torch.as_tensor(d[LABEL])
+            d[LABEL] = F.grid_sample(
+                label[None].float(), grid, "nearest", "zeros", align_corners=True
+            )[0].to(label.dtype)
+        return d
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    """A tensor view where possible; read-only arrays (memory maps) are copied first."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.require(value, requirements=["W"]))
+    return torch.as_tensor(value)
+
+
+def _plain(value: Any, like: Any) -> Any:
+    """Back to the input's kind (ndarray or plain tensor) and dtype."""
+    if isinstance(value, torch.Tensor) and hasattr(value, "as_tensor"):
+        value = value.as_tensor()  # MetaTensor -> Tensor
+    if isinstance(like, np.ndarray):
+        value = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        return np.ascontiguousarray(value.astype(like.dtype, copy=False))
+    return torch.as_tensor(value).to(like.dtype)
+
+
+def build_train_transform(
+    p_rotate: float = 0.2,
+    rotate_range: float = 30.0,
+    p_scale: float = 0.2,
+    scale_range: tuple[float, float] = (0.7, 1.4),
+    p_elastic: float = 0.0,
+    elastic_sigma: tuple[float, float] = (5.0, 8.0),
+    elastic_magnitude: tuple[float, float] = (50.0, 150.0),
+    p_flip: float = 0.5,
+    flip_axes: tuple[int, ...] = (0, 1, 2),
+    p_gamma: float = 0.3,
+    gamma_range: tuple[float, float] = (0.7, 1.5),
+    p_brightness: float = 0.15,
+    brightness: float = 0.25,
+    p_contrast: float = 0.15,
+    contrast: float = 0.25,
+    p_noise: float = 0.1,
+    noise_std: float = 0.1,
+    p_blur: float = 0.2,
+    blur_sigma: tuple[float, float] = (0.5, 1.0),
+    p_lowres: float = 0.25,
+    lowres_zoom: tuple[float, float] = (0.5, 1.0),
+) -> Callable[[dict, int], dict]:
+    """Build the training augmentation; every probability is a config value.
+
+    Defaults follow nnU-Net's, except elastic deformation (off: slow and rarely helpful).
+
+    Args:
+        p_rotate: Probability of a random rotation of up to ``rotate_range`` degrees per axis.
+        rotate_range: Maximum absolute rotation angle in degrees.
+        p_scale: Probability of isotropic scaling by a factor in ``scale_range``.
+        scale_range: ``(low, high)`` zoom factor.
+        p_elastic: Probability of an elastic deformation.
+        elastic_sigma: Smoothing of the displacement field, voxels.
+        elastic_magnitude: Displacement magnitude range.
+        p_flip: Probability of mirroring, per axis in ``flip_axes``.
+        flip_axes: Spatial axes (0 = D, 1 = H, 2 = W) that may be mirrored.
+        p_gamma: Probability of a gamma transform with gamma in ``gamma_range``.
+        gamma_range: ``(low, high)`` gamma.
+        p_brightness: Probability of multiplying intensities by ``1 + U(-brightness, brightness)``.
+        brightness: Multiplicative brightness range.
+        p_contrast: Probability of scaling around the mean by ``1 + U(-contrast, contrast)``.
+        contrast: Contrast range.
+        p_noise: Probability of additive Gaussian noise with std up to ``noise_std``.
+        noise_std: Maximum noise standard deviation (images are z-scored).
+        p_blur: Probability of Gaussian blur with sigma in ``blur_sigma`` voxels.
+        blur_sigma: ``(low, high)`` blur sigma.
+        p_lowres: Probability of down- and up-sampling by a zoom in ``lowres_zoom``.
+        lowres_zoom: ``(low, high)`` zoom of the low-resolution simulation.
+
+    Returns:
+        ``transform(sample, seed) -> sample``: the same seed gives the same output.
+    """
+    for name, p in list(locals().items()):
+        if name.startswith("p_") and not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    parts: list[Any] = [RandRotateScaled(rotate_range, tuple(scale_range), p_rotate, p_scale)]
+    if p_elastic > 0:
+        parts.append(
+            Rand3DElasticd(
+                [IMAGE, LABEL], tuple(elastic_sigma), tuple(elastic_magnitude), prob=p_elastic,
+                mode=("bilinear", "nearest"), padding_mode="border", allow_missing_keys=True,
+            )
+        )  # fmt: skip
+    parts += [
+        RandGaussianNoised(IMAGE, prob=p_noise, std=noise_std),
+        RandGaussianSmoothd(IMAGE, tuple(blur_sigma), tuple(blur_sigma), tuple(blur_sigma),
+                            prob=p_blur),
+        RandScaleIntensityd(IMAGE, factors=brightness, prob=p_brightness),
+        RandScaleIntensityFixedMeand(IMAGE, factors=contrast, preserve_range=True, prob=p_contrast),
+        RandSimulateLowResolutiond(IMAGE, prob=p_lowres, zoom_range=tuple(lowres_zoom)),
+        RandAdjustContrastd(IMAGE, prob=p_gamma, gamma=tuple(gamma_range), retain_stats=True),
+    ]  # fmt: skip
+    parts += [
+        RandFlipd([IMAGE, LABEL], prob=p_flip, spatial_axis=a, allow_missing_keys=True)
+        for a in flip_axes
+    ]
+    compose = Compose(parts)
+    # One RandomState shared by every transform, re-seeded per item: as deterministic as
+    # compose.set_random_state(seed), which builds 17 new RandomStates at 0.4 ms each.
+    state = np.random.RandomState(0)
+    for part in compose.transforms:
+        if isinstance(part, Randomizable):
+            part.set_random_state(state=state)
+
+    def transform(sample: dict, seed: int) -> dict:
+        state.seed(int(seed) % (2**32))
+        inputs = {k: _tensor(v) if k in (IMAGE, LABEL) else v for k, v in sample.items()}
+        previous = get_track_meta()
+        set_track_meta(False)  # metadata bookkeeping costs more than the 40x56x40 arithmetic
+        try:
+            out = compose(inputs)
+        finally:
+            set_track_meta(previous)
+        return {k: _plain(out[k], sample[k]) if k in (IMAGE, LABEL) else out[k] for k in out}
+
+    transform.compose = compose  # for inspection and tests
+    return transform

@@ -1,0 +1,126 @@
+"""Check a whole dataset before any work, collect every problem, raise once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_unet.data.errors import DataError, DatasetValidationError
+from hybrid_unet.data.io import read_image, read_label
+from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.layouts import CaseRecord
+
+# Geometries of an image and its label may differ by float noise from different writers.
+_SPACING_RTOL = 1e-3
+_AFFINE_ATOL = 1e-3
+
+
+def _where(path: Path, key: str | None) -> str:
+    return f"{path}::{key}" if key else str(path)
+
+
+def _compare(name: str, what: str, ref: Geometry, other: Geometry) -> list[str]:
+    problems = []
+    if not np.allclose(ref.spacing, other.spacing, rtol=_SPACING_RTOL):
+        problems.append(f"{name}: {what} spacing {other.spacing} != image spacing {ref.spacing}")
+    elif not np.allclose(ref.affine, other.affine, atol=_AFFINE_ATOL * max(ref.spacing)):
+        problems.append(f"{name}: {what} affine differs from the image affine")
+    return problems
+
+
+def check_case(record: CaseRecord, label_values: Iterable[int] | None) -> list[str]:
+    """Every problem of one case, each a line naming the file; empty when the case is usable."""
+    problems = []
+    kwargs = {"key": record.key} if record.key else {}
+    for path in [*record.images, *([record.label] if record.label else [])]:
+        if not path.exists():
+            problems.append(f"{path}: listed in the dataset but missing")
+    if problems:
+        return problems
+    ref_geo, shape, channels = None, None, 0
+    for path in record.images:
+        try:
+            image, geo = read_image(path, **kwargs)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        channels += image.shape[0]
+        if ref_geo is None:
+            ref_geo, shape = geo, image.shape[1:]
+            continue
+        if image.shape[1:] != shape:
+            problems.append(f"{path}: channel shape {image.shape[1:]} != first channel {shape}")
+        problems += _compare(str(path), "channel", ref_geo, geo)
+    if record.label is None or ref_geo is None:
+        return problems
+    try:
+        label, label_geo = read_label(record.label, **kwargs)
+    except DataError as exc:
+        return [*problems, str(exc)]
+    where = _where(record.label, record.key)
+    if label.shape != shape:
+        problems.append(f"{where}: label shape {label.shape} != image shape {shape}")
+    else:
+        problems += _compare(where, "label", ref_geo, label_geo)
+    if label_values is not None:
+        undeclared = sorted(set(np.unique(label).tolist()) - set(label_values))
+        if undeclared:
+            problems.append(
+                f"{where}: label values {undeclared} are not declared in dataset.json "
+                f"(declared: {sorted(label_values)})"
+            )
+    return problems
+
+
+def _check(args: tuple[CaseRecord, list[int] | None]) -> list[str]:
+    return check_case(*args)
+
+
+def collect_problems(
+    records: list[CaseRecord], label_values: Iterable[int] | None, num_workers: int = 0
+) -> list[str]:
+    """Problems of all cases, in case order; channel counts that differ between cases too."""
+    values = None if label_values is None else sorted(label_values)
+    jobs = [(r, values) for r in records]
+    if num_workers > 1 and len(records) > 1:
+        with ProcessPoolExecutor(num_workers) as pool:
+            per_case = list(pool.map(_check, jobs, chunksize=8))
+    else:
+        per_case = [_check(j) for j in jobs]
+    problems = [p for case in per_case for p in case]
+    names = [r.name for r in records]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"duplicate case names: {dupes}")
+    return problems
+
+
+def validate_dataset(
+    records: list[CaseRecord],
+    label_values: Iterable[int] | None,
+    num_workers: int = 0,
+    root: str | Path = "dataset",
+) -> None:
+    """Check every case and raise once listing all problems.
+
+    Checks: files listed but missing, empty or unreadable files (truncated gzip), NaN/Inf
+    voxels, image/label shape, spacing and affine mismatch, channel files that disagree, label
+    values not declared in ``dataset.json``, DICOM series gaps.
+
+    Args:
+        records: Cases from :func:`hybrid_unet.data.layouts.detect_layout`.
+        label_values: Declared class values, or ``None`` to skip that check.
+        num_workers: Processes used to read the cases (0 or 1: in this process).
+        root: Dataset path used as the heading of the error.
+
+    Raises:
+        DatasetValidationError: One or more problems, one line each.
+    """
+    if not records:
+        raise DatasetValidationError(root, ["no labelled cases found"])
+    problems = collect_problems(records, label_values, num_workers)
+    if problems:
+        raise DatasetValidationError(root, problems)

@@ -1,0 +1,199 @@
+"""Readers: axis convention, geometry, DICOM ordering and gaps, corrupt input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io import (
+    Geometry,
+    read_dicom_series,
+    read_image,
+    read_label,
+    read_nifti,
+    write_hdf5_case,
+    write_nifti,
+    write_npz,
+)
+
+
+def _nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    affine = np.diag([0.8, 0.9, 2.5, 1.0]) if affine is None else affine
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_nifti_axes_are_zyx_and_affine_indexes_our_array(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)  # nibabel (x, y, z)
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    affine[:3, 3] = [1, 2, 3]
+    image, geo = read_image(_nifti(tmp_path / "a.nii.gz", data, affine))
+    assert image.shape == (1, 6, 5, 4) and image.dtype == np.float32
+    assert geo.spacing == pytest.approx((2.5, 0.9, 0.8))
+    assert image[0, 3, 2, 1] == data[1, 2, 3]
+    # index (d, h, w) = (3, 2, 1) is world x = 1 + 0.8 * 1, y = 2 + 0.9 * 2, z = 3 + 2.5 * 3
+    np.testing.assert_allclose(geo.affine @ [3, 2, 1, 1], [1.8, 3.8, 10.5, 1])
+
+
+def test_nifti_4d_is_channels_first(tmp_path):
+    data = np.random.default_rng(0).random((4, 5, 6, 2)).astype(np.float32)
+    image, _ = read_image(_nifti(tmp_path / "a.nii.gz", data))
+    assert image.shape == (2, 6, 5, 4)
+    np.testing.assert_array_equal(image[1], data[..., 1].transpose(2, 1, 0))
+
+
+def test_nifti_round_trip_keeps_affine_and_values(tmp_path):
+    affine = np.array([[0, 0, -1.5, 20], [0, 0.7, 0, -3], [1.2, 0, 0, 7], [0, 0, 0, 1.0]])
+    src = _nifti(tmp_path / "img.nii.gz", np.zeros((5, 6, 7), np.float32), affine)
+    _, geo = read_nifti(src)
+    label = np.random.default_rng(0).integers(0, 3, (7, 6, 5)).astype(np.uint8)
+    write_nifti(tmp_path / "out" / "seg.nii.gz", label, geo)
+    back, geo2 = read_label(tmp_path / "out" / "seg.nii.gz")
+    np.testing.assert_array_equal(back, label)
+    np.testing.assert_allclose(geo2.affine, geo.affine)
+    np.testing.assert_allclose(nib.load(str(tmp_path / "out" / "seg.nii.gz")).affine, affine)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a nifti at all"])
+def test_empty_or_garbage_nifti_names_file(tmp_path, content):
+    path = tmp_path / "bad.nii.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"bad\.nii\.gz"):
+        read_image(path)
+
+
+def test_truncated_nifti_names_file(tmp_path):
+    path = _nifti(tmp_path / "t.nii.gz", np.random.default_rng(0).random((20, 20, 20)))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=r"t\.nii\.gz"):
+        read_image(path)
+    assert gzip.decompress(raw)  # the untruncated file was fine
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_voxels_are_refused(tmp_path, bad):
+    data = np.ones((4, 4, 4), np.float32)
+    data[1, 2, 3] = bad
+    with pytest.raises(DataError, match=r"nan\.nii\.gz.*NaN or Inf"):
+        read_image(_nifti(tmp_path / "nan.nii.gz", data))
+
+
+def test_unknown_suffix(tmp_path):
+    (tmp_path / "x.mha").write_bytes(b"")
+    with pytest.raises(DataError, match=r"x\.mha.*unknown image format"):
+        read_image(tmp_path / "x.mha")
+
+
+def test_npz_npy_and_hdf5(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 3, 4, 5)).astype(np.float32)
+    label = rng.integers(0, 2, (3, 4, 5)).astype(np.uint8)
+    write_npz(tmp_path / "c.npz", image, label, (3.0, 1.0, 1.0))
+    img, geo = read_image(tmp_path / "c.npz")
+    assert img.shape == (2, 3, 4, 5) and geo.spacing == (3.0, 1.0, 1.0)
+    np.testing.assert_array_equal(read_label(tmp_path / "c.npz")[0], label)
+
+    np.save(tmp_path / "v.npy", image[0])
+    (tmp_path / "v.json").write_text('{"spacing": [2, 1, 0.5]}')
+    img, geo = read_image(tmp_path / "v.npy")
+    assert img.shape == (1, 3, 4, 5) and geo.spacing == (2.0, 1.0, 0.5)
+    assert read_image(tmp_path / "v.npy", spacing=(1, 1, 1))[1].spacing == (1.0, 1.0, 1.0)
+
+    write_hdf5_case(tmp_path / "d.h5", "case_a", image, label, (1.5, 1.0, 1.0))
+    img, geo = read_image(tmp_path / "d.h5", key="case_a")
+    assert img.shape == (2, 3, 4, 5) and geo.spacing == (1.5, 1.0, 1.0)
+    np.testing.assert_array_equal(read_label(tmp_path / "d.h5", key="case_a")[0], label)
+    with pytest.raises(DataError, match="case_b"):
+        read_image(tmp_path / "d.h5", key="case_b")
+
+
+def test_geometry_from_spacing_maps_dhw_to_zyx():
+    geo = Geometry.from_spacing((3.0, 2.0, 1.0))
+    np.testing.assert_allclose(geo.affine @ [1, 1, 1, 1], [1.0, 2.0, 3.0, 1.0])
+
+
+def test_dicom_shuffled_files_load_in_position_order(tmp_path, dicom_writer):
+    volume = (np.arange(6)[:, None, None] * 10 + np.zeros((6, 4, 3))).astype(np.uint16)
+    names = [f"{n:06d}.dcm" for n in (3, 0, 5, 1, 4, 2)]  # file order != slice order
+    dicom_writer(tmp_path / "s", volume, names=names, slope=2.0, intercept=-5.0)
+    image, geo = read_dicom_series(tmp_path / "s")
+    np.testing.assert_array_equal(image[:, 0, 0], volume[:, 0, 0] * 2.0 - 5.0)
+    assert image.shape == (6, 4, 3)
+    assert geo.spacing == pytest.approx((2.0, 0.5, 0.5))
+    # LPS (-10, 5, z) becomes RAS (10, -5, z)
+    np.testing.assert_allclose(geo.affine @ [2, 0, 0, 1], [10, -5, 4, 1])
+
+
+def test_dicom_gap_is_an_error_naming_the_folder(tmp_path, dicom_writer):
+    volume = np.zeros((5, 4, 3), np.uint16)
+    dicom_writer(tmp_path / "gap", volume, positions=[0, 2, 4, 8, 10])
+    with pytest.raises(DataError, match=r"gap.*slice gap.*missing"):
+        read_dicom_series(tmp_path / "gap")
+
+
+def test_dicom_several_series_are_listed_or_selected(tmp_path, dicom_writer):
+    dicom_writer(tmp_path / "m", np.zeros((3, 4, 3), np.uint16), series_uid="1.1")
+    names = [f"b{i}.dcm" for i in range(2)]
+    dicom_writer(tmp_path / "m", np.ones((2, 4, 3), np.uint16), series_uid="1.2", names=names)
+    with pytest.raises(DataError, match=r"2 series.*1\.1 \(3 slices\).*1\.2 \(2 slices\)"):
+        read_image(tmp_path / "m")
+    image, _ = read_image(tmp_path / "m", series_uid="1.2")
+    assert image.shape == (1, 2, 4, 3)
+
+
+HCROP = {"Study1_13_HCropVolume": 32, "Study2_14_HCropVolume": 35, "Study3_11_HCropVolume": 40}
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", sorted(HCROP))
+def test_real_hippocampus_crop_series(real_data, name):
+    folder = real_data / "dicom" / name
+    image, geo = read_image(folder)
+    assert image.shape[:2] == (1, HCROP[name])
+    assert 45 <= image.shape[2] <= 55 and 30 <= image.shape[3] <= 40
+    assert geo.spacing == pytest.approx((1.0, 1.0, 1.0))
+    # Our order agrees with sorting the files by InstanceNumber and by position.
+    headers = [pydicom.dcmread(f) for f in folder.iterdir()]
+    by_instance = sorted(headers, key=lambda d: int(d.InstanceNumber))
+    by_z = sorted(headers, key=lambda d: float(d.ImagePositionPatient[2]))
+    expected = np.stack([d.pixel_array.astype(np.float32) for d in by_instance])
+    np.testing.assert_array_equal(image[0], expected)
+    assert [d.InstanceNumber for d in by_z] == [d.InstanceNumber for d in by_instance]
+    z = [(geo.affine @ [d, 0, 0, 1])[2] for d in range(image.shape[1])]
+    assert np.all(np.diff(z) > 0)
+
+
+@pytest.mark.real_data
+def test_real_full_head_t1_series(real_data):
+    folder = real_data / "dicom" / "Study3_11-T1post-18670"
+    image, geo = read_image(folder)
+    assert image.shape == (1, 22, 320, 280)
+    # 5 mm thick slices 6.5 mm apart (SpacingBetweenSlices = 6.5): the voxel spacing is 6.5.
+    assert geo.spacing == pytest.approx((6.5, 0.6875, 0.6875), abs=1e-4)
+    assert geo.header["slice_thickness"] == 5.0
+    assert pydicom.dcmread(next(folder.iterdir())).SpacingBetweenSlices == 6.5
+    headers = sorted(
+        (pydicom.dcmread(f) for f in folder.iterdir()), key=lambda d: int(d.InstanceNumber)
+    )
+    expected = np.stack([d.pixel_array.astype(np.float32) for d in headers])
+    np.testing.assert_array_equal(image[0], expected)
+
+
+@pytest.mark.real_data
+def test_real_nifti_round_trip(real_data, tmp_path):
+    src = real_data / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"
+    label, geo = read_label(src)
+    write_nifti(tmp_path / "seg.nii.gz", label, geo)
+    back, geo2 = read_label(tmp_path / "seg.nii.gz")
+    np.testing.assert_array_equal(back, label)
+    np.testing.assert_allclose(geo2.affine, geo.affine)
+    np.testing.assert_allclose(
+        nib.load(str(tmp_path / "seg.nii.gz")).affine, nib.load(str(src)).affine
+    )

@@ -1,0 +1,116 @@
+"""Preprocessing cache and the real-dataset case source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybrid_unet.data.errors import DatasetValidationError
+from hybrid_unet.data.fingerprint import compute_fingerprint
+from hybrid_unet.data.layouts import detect_layout
+from hybrid_unet.data.planning import plan_experiment
+from hybrid_unet.data.preprocessing import (
+    crop_to_nonzero,
+    load_preprocessed,
+    preprocess_dataset,
+    resample_image,
+    resample_label,
+    revert_preprocessing,
+)
+from hybrid_unet.data.real import DatasetSource
+
+
+def test_crop_to_nonzero_keeps_labels():
+    image = np.zeros((1, 10, 10, 10), np.float32)
+    image[0, 2:5, 3:7, 4:6] = 1
+    label = np.zeros((10, 10, 10), np.uint8)
+    label[5, 5, 5] = 1
+    img, lab, box = crop_to_nonzero(image, label)
+    assert box == [[2, 6], [3, 7], [4, 6]]
+    assert img.shape == (1, 4, 4, 2) and lab.sum() == 1
+
+
+def test_resample_label_keeps_classes():
+    label = np.zeros((8, 8, 8), np.uint8)
+    label[2:6, 2:6, 2:6] = 1
+    label[3:5, 3:5, 3:5] = 2
+    out = resample_label(label, (16, 16, 16))
+    assert out.shape == (16, 16, 16) and set(np.unique(out)) == {0, 1, 2}
+    assert (out == 2).sum() == pytest.approx(8 * (label == 2).sum(), rel=0.3)
+
+
+def test_preprocess_cache_is_atomic_and_reused(decathlon, tmp_path):
+    layout = detect_layout(decathlon)
+    plan = plan_experiment(
+        compute_fingerprint(layout.cases, layout.modality), overrides={"spacing": [1.0, 2.0, 2.0]}
+    )
+    out = tmp_path / "cache"
+    assert len(preprocess_dataset(layout.cases, plan, out)) == 4
+    case = load_preprocessed("case_000", out)
+    assert isinstance(case.image, np.memmap) and case.image.dtype == np.float32
+    assert case.image.shape[0] == 1 and case.label.shape == case.image.shape[1:]
+    assert case.spacing == (1.0, 2.0, 2.0)
+    assert abs(float(case.image.mean())) < 1e-3 and float(case.image.std()) == pytest.approx(
+        1, abs=1e-3
+    )
+    assert not list(out.glob("*.tmp*"))
+    # A crash after the arrays but before the marker: the case is redone, nothing else is.
+    (out / "case_002.json").unlink()
+    (out / "case_002_image.npy").write_bytes(b"half")
+    assert preprocess_dataset(layout.cases, plan, out, num_workers=2) == ["case_002"]
+    assert load_preprocessed("case_002", out).image.shape[0] == 1
+
+
+def test_dataset_source_contract(decathlon, tmp_path):
+    src = DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    assert src.case_names() == [f"case_{i:03d}" for i in range(4)]
+    assert src.num_classes == 3 and src.in_channels == 1
+    case = src.load("case_003")
+    assert case.image.ndim == 4 and set(np.unique(case.label)) <= {0, 1, 2}
+    assert all(p % t == 0 for p, t in zip(src.plan.patch_size, src.plan.total_stride, strict=True))
+    again = DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    assert again.plan == src.plan and again.preprocessed_dir == src.preprocessed_dir
+
+
+def test_dataset_source_validates_first(decathlon, tmp_path):
+    (decathlon / "imagesTr" / "case_001.nii.gz").write_bytes(b"")
+    with pytest.raises(DatasetValidationError, match=r"case_001\.nii\.gz"):
+        DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_hippocampus_plan_and_cache(real_data, tmp_path):
+    src = DatasetSource(real_data / "hippocampus", tmp_path, num_workers=2)
+    assert len(src.case_names()) == 200 and src.num_classes == 3
+    plan = src.plan
+    assert plan.spacing == [1.0, 1.0, 1.0]
+    assert plan.patch_size == [40, 56, 40]
+    assert plan.strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    case = src.load("hippocampus_001")
+    assert case.image.shape[1:] == case.label.shape and case.image.dtype == np.float32
+
+
+def test_revert_preprocessing_restores_original_grid(tmp_path, decathlon_writer):
+    from hybrid_unet.data.io import read_label
+
+    root = decathlon_writer(tmp_path / "aniso", num_cases=2, spacing=(1.0, 1.0, 2.0))
+    src = DatasetSource(root, tmp_path / "cache", num_workers=0,
+                        plan_overrides={"spacing": [1.0, 1.0, 1.0]})  # fmt: skip
+    case = src.load("case_001")
+    assert case.label.shape[0] == 16  # 8 slices of 2 mm -> 16 of 1 mm
+    restored = revert_preprocessing(case.label, case.properties)
+    original, _ = read_label(root / "labelsTr" / "case_001.nii.gz")
+    assert restored.shape == original.shape
+    assert (restored == original).mean() > 0.97
+
+
+def test_resample_image_coarse_axis_is_linear():
+    image = np.zeros((1, 4, 6, 6), np.float32)
+    image[0, 2:] = 1.0  # a step between slices 1 and 2
+    cubic = resample_image(image, (8, 6, 6))
+    linear = resample_image(image, (8, 6, 6), coarse_axis=0)
+    assert linear.shape == cubic.shape == (1, 8, 6, 6)
+    assert linear.min() >= 0 and linear.max() <= 1  # no overshoot
+    assert cubic.min() < -1e-3  # a cubic spline rings at the step
