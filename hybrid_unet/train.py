@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
+from hybrid_unet.data.errors import DataError
 
 register_configs()
 _HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
@@ -112,11 +113,16 @@ def _user_error(exc: Exception) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    cause = exc
+    while cause is not None:  # instantiate() wraps a constructor's own error
+        if isinstance(cause, DataError | ConfigError):
+            return str(cause)
+        cause = cause.__cause__
     if isinstance(exc, ConfigError):
         return str(exc)
     if isinstance(exc, HydraException | OmegaConfBaseException):
         return describe_exception(exc)
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, FileNotFoundError | DataError):
         return str(exc)
     return None
 

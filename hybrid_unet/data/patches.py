@@ -7,6 +7,7 @@ workers) without replaying the epochs before it.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -41,7 +42,7 @@ def _foreground_locations(label: np.ndarray | None, name: str) -> list[np.ndarra
     """Up to ``_MAX_FG_LOCATIONS`` voxel coordinates per foreground class present in ``label``."""
     if label is None:
         return []
-    rng = np.random.default_rng(abs(hash(name)) % (2**32))
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # str hash() differs per process
     locations = []
     for cls in np.unique(label):
         if cls == 0:

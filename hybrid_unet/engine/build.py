@@ -11,10 +11,14 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from hybrid_unet.config.errors import ConfigError
 from hybrid_unet.data.patches import PatchDataset, StepSampler
+from hybrid_unet.data.planning import apply_plan
 from hybrid_unet.data.splits import load_or_create_splits
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
+
+_PLANNED = ("strides", "kernel_sizes")
 
 
 @dataclass
@@ -37,6 +41,16 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     """Build the case source and pick this fold's cases (splits saved in the run dir)."""
     data = cfg["data"]
     source = instantiate(data["source"])
+    plan = getattr(source, "plan", None)
+    if plan is not None:  # the dataset's plan fills what the config leaves null
+        filled = apply_plan(plan, cfg["data"], cfg["model"])
+        plan.to_json(run_dir / "plan.json")
+        print(plan.table())
+        if filled:
+            print("Taken from the plan: " + ", ".join(filled))
+    for key in ("patch_size", "batch_size"):
+        if data[key] is None:
+            raise ConfigError([f"config key 'data.{key}' is null and the data source has no plan"])
     names = source.case_names()
     splits = load_or_create_splits(run_dir / "splits.json", names, data["num_folds"], cfg["seed"])
     if not 0 <= data["fold"] < len(splits):
@@ -68,7 +82,14 @@ def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLo
 
 def build_model(cfg: dict) -> torch.nn.Module:
     """The network, with pretrained weights loaded where ``trainer.pretrained`` names some."""
-    model = instantiate(cfg["model"])
+    # null means "the model's default" once no plan has filled it
+    node = {k: v for k, v in cfg["model"].items() if not (k in _PLANNED and v is None)}
+    model = instantiate(node)
+    stride = getattr(model, "total_stride", None)
+    patch = cfg["data"]["patch_size"]
+    if stride is not None and any(p % s for p, s in zip(patch, stride, strict=True)):
+        raise ConfigError([f"config key 'data.patch_size': {list(patch)} is not divisible by the "
+                           f"model's total stride {list(stride)}"])  # fmt: skip
     if cfg["trainer"]["pretrained"]:
         load_pretrained(model, cfg["trainer"]["pretrained"])
     return model

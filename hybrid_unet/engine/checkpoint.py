@@ -89,4 +89,4 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 def checkpoint_metadata() -> dict[str, str]:
     """Versions that produced a checkpoint."""
-    return {"hybrid_unet": __version__, "torch": torch.__version__}
+    return {"hybrid_unet": __version__, "torch": str(torch.__version__)}

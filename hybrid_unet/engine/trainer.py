@@ -42,13 +42,13 @@ class Trainer:
         torch.use_deterministic_algorithms(self.t["deterministic"], warn_only=True)
         torch.manual_seed(cfg["seed"])
 
+        self.data = build.build_data(cfg, self.run_dir)  # may fill planned values into cfg
         self.model = build.build_model(cfg).to(self.device)
         self.loss_fn = build.build_loss(cfg).to(self.device)
         self.optimizer = build.build_optimizer(cfg, self.model, self.loss_fn)
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
         self.state = TrainState()
-        self.data = build.build_data(cfg, self.run_dir)
         self.net = torch.compile(self.model) if self.t["compile"] else self.model
         resume_from = resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(resume_from) if resume_from else None

@@ -21,7 +21,7 @@ def predict_case(
     sw_batch_size: int = 4,
 ) -> np.ndarray:
     """Softmax probabilities ``(K, D, H, W)`` float32 of one image ``(C, D, H, W)``."""
-    x = torch.as_tensor(image, dtype=torch.float32, device=device)[None]
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).to(device)[None]  # copy: may be mmap
     with autocast_context(precision, device):
         logits = sliding_window_inference(
             x, roi_size=patch_size, sw_batch_size=sw_batch_size, predictor=model,

@@ -1,0 +1,49 @@
+"""Checkpoints are written atomically and load with the safe unpickler, RNG state included."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from hybrid_unet.engine import checkpoint
+from hybrid_unet.engine.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+
+
+def test_roundtrip_with_rng_state_under_weights_only(tmp_path):
+    state = {"model": torch.nn.Linear(3, 2).state_dict(), "rng": rng_state(), "config": {"a": [1]}}
+    path = atomic_save(state, tmp_path / "ckpt" / "last.pt")
+    loaded = load_checkpoint(path)
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    set_rng_state(loaded["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(2))
+    assert expected[:2] == got[:2] and torch.equal(expected[2], got[2])
+    assert torch.equal(loaded["model"]["weight"], state["model"]["weight"])
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
+
+
+def test_a_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    path = atomic_save({"version": 1}, tmp_path / "last.pt")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"version": 2}, path)
+    assert load_checkpoint(path) == {"version": 1}
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_the_safe_loader_refuses_arbitrary_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        load_checkpoint(path)
