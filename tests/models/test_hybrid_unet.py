@@ -144,3 +144,11 @@ def test_default_config_instantiates():
     patch = (40, 56, 40)
     assert all(p % s == 0 for p, s in zip(patch, model.total_stride, strict=True))
     assert sum(p.numel() for p in model.parameters()) < 5_600_000  # nnU-Net's plan
+
+
+@pytest.mark.slow  # dynamo tracing takes ~15 s on the shared CPU
+def test_compiles_without_graph_breaks():
+    model = tiny()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(1, 2, 4, 8, 8)
+    torch.testing.assert_close(compiled(x)[0], model(x)[0])
