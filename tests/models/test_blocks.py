@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybrid_unet.models.blocks import (
+    ConvNormAct3d,
+    DepthwiseSeparableConv3d,
+    DropPath,
+    HybridEncoderBlock,
+    MBConv3d,
+    MultiHeadSelfAttention3d,
+    ShuffleAttention3d,
+    SqueezeExcitation3d,
+    get_act,
+    get_norm,
+)
+from hybrid_unet.models.blocks.hybrid import ATTENTION_KINDS, make_token_mixer
+
+NORM, ACT = get_norm("instance"), get_act("leakyrelu")
+ANISO = (1, 8, 20, 28, 36)  # (B, C, D, H, W)
+
+
+def out_size(n: int, s: int) -> int:
+    return (n + s - 1) // s
+
+
+BLOCKS = {
+    "convnormact": lambda s, k: ConvNormAct3d(8, 12, k, s, NORM, ACT),
+    "dsconv": lambda s, k: DepthwiseSeparableConv3d(8, 12, k, s, NORM, ACT),
+    "mbconv": lambda s, k: MBConv3d(8, 12, k, s, 2.0, NORM, ACT, SqueezeExcitation3d),
+    "mbconv_res": lambda s, k: MBConv3d(8, 8, k, 1, 2.0, NORM, ACT, SqueezeExcitation3d, 0.1),
+    "hybrid": lambda s, k: HybridEncoderBlock(8, 12, k, s, 2, NORM, ACT, window_size=(2, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+@pytest.mark.parametrize(
+    ("shape", "stride", "kernel"),
+    [
+        ((1, 8, 5, 7, 9), (1, 1, 1), (3, 3, 3)),  # odd sizes
+        ((1, 8, 5, 7, 9), (2, 2, 2), (3, 3, 3)),  # odd sizes, strided
+        ((1, 8, 4, 10, 14), (1, 2, 2), (1, 3, 3)),  # anisotropic
+    ],
+)
+def test_block_shape_and_grads(name, shape, stride, kernel, assert_all_grads):
+    block = BLOCKS[name](stride, kernel)
+    if name == "mbconv_res":
+        stride = (1, 1, 1)
+    x = torch.randn(*shape)
+    y = block(x)
+    c_out = 8 if name == "mbconv_res" else 12
+    assert y.shape == (1, c_out, *(out_size(n, s) for n, s in zip(shape[2:], stride, strict=True)))
+    (y * torch.randn_like(y)).sum().backward()
+    assert_all_grads(block)
+
+
+def test_anisotropic_reference_size():
+    block = MBConv3d(8, 16, (1, 3, 3), (1, 2, 2), 2.0, NORM, ACT, SqueezeExcitation3d)
+    assert block(torch.randn(*ANISO)).shape == (1, 16, 20, 14, 18)
+
+
+@pytest.mark.parametrize(
+    "module", [SqueezeExcitation3d(8), ShuffleAttention3d(8, 2), MultiHeadSelfAttention3d(8, 2)]
+)
+def test_attention_keeps_shape_and_grads(module, assert_all_grads):
+    x = torch.randn(2, 8, 3, 5, 7, requires_grad=True)
+    y = module(x)
+    assert y.shape == x.shape
+    (y * torch.randn_like(y)).sum().backward()
+    assert_all_grads(module)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("window", [None, 2, (1, 4, 4), (8, 8, 8)])
+def test_sdpa_matches_reference(window):
+    attn = MultiHeadSelfAttention3d(16, 4, window_size=window).eval()
+    x = torch.randn(2, 16, 3, 5, 6)
+    fused = attn(x)
+    attn.fused = False
+    torch.testing.assert_close(fused, attn(x), rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_attention_is_local():
+    attn = MultiHeadSelfAttention3d(8, 2, window_size=(1, 2, 2)).eval()
+    x = torch.randn(1, 8, 2, 4, 4)
+    y0 = attn(x)
+    x2 = x.clone()
+    x2[:, :, 1, 2:, 2:] += 1.0  # a different window
+    torch.testing.assert_close(attn(x2)[:, :, 0], y0[:, :, 0])
+
+
+def test_shuffle_attention_validates():
+    with pytest.raises(ValueError, match="channels=6"):
+        ShuffleAttention3d(6, 2)
+
+
+def test_mhsa_validates_heads():
+    with pytest.raises(ValueError, match="num_heads=3"):
+        MultiHeadSelfAttention3d(8, 3)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_token_mixer_ablations(kind):
+    block = HybridEncoderBlock(8, 8, 3, 1, 2, NORM, ACT, attention=kind)
+    assert block(torch.randn(1, 8, 3, 4, 5)).shape == (1, 8, 3, 4, 5)
+    if kind == "identity":
+        assert make_token_mixer(kind, 8, 2, None) is None
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(ValueError, match="Did you mean 'instance'"):
+        get_norm("instnace")
+    with pytest.raises(ValueError, match="attention 'msha'"):
+        make_token_mixer("msha", 8, 2, None)
+
+
+def test_drop_path():
+    dp = DropPath(0.5)
+    x = torch.ones(64, 2, 2, 2, 2)
+    assert torch.equal(dp.eval()(x), x)
+    y = dp.train()(x)
+    assert set(y.unique().tolist()) <= {0.0, 2.0}
+    with pytest.raises(ValueError, match=r"1\.5"):
+        DropPath(1.5)

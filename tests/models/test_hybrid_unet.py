@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from hybrid_unet.models.blocks.hybrid import ATTENTION_KINDS, SHUFFLE_KINDS
+from hybrid_unet.models.hybrid_unet import HybridUNet
+
+ANISO = [[1, 1, 1], [1, 2, 2], [2, 2, 2]]
+
+
+def tiny(**kwargs) -> HybridUNet:
+    args = dict(
+        in_channels=2,
+        num_classes=3,
+        features=[8, 16, 16],
+        strides=ANISO,
+        depths=[1, 1, 1],
+        attention_stages=[2],
+        num_heads=2,
+        kernel_sizes=[[1, 3, 3], 3, 3],
+        shuffle_attention="shuffle",
+    )
+    args.update(kwargs)
+    return HybridUNet(**args)
+
+
+def test_total_stride_and_deep_supervision_scales():
+    model = tiny()
+    assert model.total_stride == (2, 4, 4)
+    x = torch.randn(2, 2, 4, 12, 8)
+    outs = model.train()(x)
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 4, 12, 8), (2, 3, 4, 6, 4)]
+    assert model.eval()(x).shape == (2, 3, 4, 12, 8)
+    model.deep_supervision = False
+    assert model.train()(x).shape == (2, 3, 4, 12, 8)
+
+
+def test_reference_anisotropic_patch():
+    model = tiny(in_channels=1, strides=[[1, 1, 1], [1, 2, 2], [1, 2, 2]])
+    outs = model(torch.randn(1, 1, 20, 28, 36))
+    assert [tuple(o.shape[2:]) for o in outs] == [(20, 28, 36), (20, 14, 18)]
+
+
+def test_gradients_reach_every_parameter(assert_all_grads, sum_outputs):
+    model = tiny(drop_path=0.1, dropout=0.1)
+    sum_outputs(model(torch.randn(2, 2, 4, 8, 8))).backward()
+    assert_all_grads(model)
+
+
+def test_state_dict_round_trip():
+    model = tiny(norm="batch").eval()
+    x = torch.randn(1, 2, 4, 8, 8)
+    clone = tiny(norm="batch").eval()
+    clone.load_state_dict(model.state_dict())
+    torch.testing.assert_close(clone(x), model(x))
+
+
+@pytest.mark.parametrize("size", [(2, 8, 4), (4, 8, 12), (6, 20, 4)])
+def test_divisible_sizes_accepted(size):
+    assert tiny().eval()(torch.randn(1, 2, *size)).shape[2:] == size
+
+
+@pytest.mark.parametrize("size", [(3, 4, 4), (2, 6, 4), (2, 4, 10)])
+def test_indivisible_sizes_refused(size):
+    with pytest.raises(ValueError, match=r"total stride \(2, 4, 4\)"):
+        tiny()(torch.randn(1, 2, *size))
+
+
+def test_wrong_channels_refused():
+    with pytest.raises(ValueError, match="expected input"):
+        tiny()(torch.randn(1, 3, 4, 8, 8))
+
+
+def test_bf16_autocast_finite():
+    model = tiny()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = model(torch.randn(2, 2, 4, 8, 8))
+    assert all(torch.isfinite(o.float()).all() for o in outs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"strides": [[1, 1, 1], [2, 2, 2]]}, "strides has 2 stages"),
+        ({"strides": [[1, 1, 1], [1, 2], [2, 2, 2]]}, r"strides\[1\]"),
+        ({"kernel_sizes": [2, 3, 3]}, "odd"),
+        ({"depths": [1, 1]}, "depths"),
+        ({"attention_stages": [3]}, r"attention_stages \[3\]"),
+        ({"num_heads": 3}, "num_heads=3"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"drop_path": -0.1}, "drop_path"),
+        ({"norm": "btach"}, "Did you mean 'batch'"),
+        ({"act": "gleu"}, "gelu"),
+        ({"attention": "mhs"}, "mhsa"),
+        ({"shuffle_attention": "shufle"}, "shuffle"),
+        ({"stage_blocks": ["conv", "conv", "mbconvv"]}, "mbconv"),
+    ],
+)
+def test_constructor_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kwargs)
+
+
+@pytest.mark.parametrize("attention", ATTENTION_KINDS)
+@pytest.mark.parametrize("shuffle", SHUFFLE_KINDS)
+def test_ablation_switches(attention, shuffle):
+    model = tiny(attention=attention, shuffle_attention=shuffle).eval()
+    assert model(torch.randn(1, 2, 2, 8, 4)).shape == (1, 3, 2, 8, 4)
+
+
+@pytest.mark.parametrize("blocks", [["conv", "resconv", "mbconv"], ["mbconv"] * 3])
+def test_stage_blocks_and_windows(blocks):
+    model = tiny(stage_blocks=blocks, window_size=2, attention_stages=[1, 2])
+    assert model(torch.randn(1, 2, 4, 8, 8))[0].shape == (1, 3, 4, 8, 8)
+
+
+def test_activation_checkpointing_matches():
+    torch.manual_seed(1)
+    plain = tiny()
+    ckpt = tiny(activation_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 2, 4, 8, 8)
+    for m in (plain, ckpt):
+        m(x)[0].sum().backward()
+    torch.testing.assert_close(ckpt(x)[0], plain(x)[0])
+    for (n, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+def test_traces_without_the_input_check():
+    model = tiny(shuffle_attention="identity").eval()
+    traced = torch.jit.trace(model, torch.randn(1, 2, 2, 8, 4))
+    assert traced(torch.randn(1, 2, 4, 8, 8)).shape == (1, 3, 4, 8, 8)
+
+
+def test_default_config_instantiates():
+    cfg = OmegaConf.load("conf/model/hybrid_unet.yaml")
+    cfg.in_channels, cfg.num_classes = 1, 3
+    model = instantiate(cfg)
+    assert isinstance(model, HybridUNet)
+    patch = (40, 56, 40)
+    assert all(p % s == 0 for p, s in zip(patch, model.total_stride, strict=True))
+    assert sum(p.numel() for p in model.parameters()) < 5_600_000  # nnU-Net's plan
+
+
+@pytest.mark.slow  # dynamo tracing takes ~15 s on the shared CPU
+def test_compiles_without_graph_breaks():
+    model = tiny()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(1, 2, 4, 8, 8)
+    torch.testing.assert_close(compiled(x)[0], model(x)[0])
