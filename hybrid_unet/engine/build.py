@@ -82,9 +82,7 @@ def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLo
 
 def build_model(cfg: dict) -> torch.nn.Module:
     """The network, with pretrained weights loaded where ``trainer.pretrained`` names some."""
-    # null means "the model's default" once no plan has filled it
-    node = {k: v for k, v in cfg["model"].items() if not (k in _PLANNED and v is None)}
-    model = instantiate(node)
+    model = instantiate_model(cfg["model"])
     stride = getattr(model, "total_stride", None)
     patch = cfg["data"]["patch_size"]
     if stride is not None and any(p % s for p, s in zip(patch, stride, strict=True)):
@@ -93,6 +91,11 @@ def build_model(cfg: dict) -> torch.nn.Module:
     if cfg["trainer"]["pretrained"]:
         load_pretrained(model, cfg["trainer"]["pretrained"])
     return model
+
+
+def instantiate_model(node: dict) -> torch.nn.Module:
+    """Build a model node; planned keys still null (no plan filled them) take the model's default."""
+    return instantiate({k: v for k, v in dict(node).items() if not (k in _PLANNED and v is None)})
 
 
 def load_pretrained(model: torch.nn.Module, path: str) -> dict[str, list[str]]:

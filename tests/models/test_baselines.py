@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hybrid_unet.engine.build import instantiate_model
 from hybrid_unet.models.baselines import (
     DynUNetNet,
     PlainUNet,
@@ -72,7 +72,7 @@ def test_swin_unetr_wrapper():
 def test_every_model_config_instantiates(path):
     cfg = OmegaConf.load(path)
     cfg.in_channels, cfg.num_classes = 1, 3
-    model = instantiate(cfg)
+    model = instantiate_model(OmegaConf.to_container(cfg))
     assert model.in_channels == 1 and model.num_classes == 3
     assert len(model.total_stride) == 3
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hybrid_unet.engine.build import instantiate_model
 from hybrid_unet.models.blocks.hybrid import ATTENTION_KINDS, SHUFFLE_KINDS
 from hybrid_unet.models.hybrid_unet import HybridUNet
 
@@ -137,9 +139,9 @@ def test_traces_without_the_input_check():
 
 
 def test_default_config_instantiates():
-    cfg = OmegaConf.load("conf/model/hybrid_unet.yaml")
+    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf/model/hybrid_unet.yaml")
     cfg.in_channels, cfg.num_classes = 1, 3
-    model = instantiate(cfg)
+    model = instantiate_model(OmegaConf.to_container(cfg))
     assert isinstance(model, HybridUNet)
     patch = (40, 56, 40)
     assert all(p % s == 0 for p, s in zip(patch, model.total_stride, strict=True))
