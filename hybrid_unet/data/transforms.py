@@ -213,12 +213,16 @@ def build_train_transform(
     def transform(sample: dict, seed: int) -> dict:
         state.seed(int(seed) % (2**32))
         inputs = {k: _tensor(v) if k in (IMAGE, LABEL) else v for k, v in sample.items()}
-        previous = get_track_meta()
+        previous, threads = get_track_meta(), torch.get_num_threads()
         set_track_meta(False)  # metadata bookkeeping costs more than the 40x56x40 arithmetic
+        # One intra-op thread, as in a DataLoader worker: with data.num_workers=0 the trainer's
+        # threads would split each tiny op, ~12x slower per patch on a busy 2-core CPU.
+        torch.set_num_threads(1)
         try:
             out = compose(inputs)
         finally:
             set_track_meta(previous)
+            torch.set_num_threads(threads)
         return {k: _plain(out[k], sample[k]) if k in (IMAGE, LABEL) else out[k] for k in out}
 
     transform.compose = compose  # for inspection and tests

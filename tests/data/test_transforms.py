@@ -98,3 +98,22 @@ def test_patch_time_is_small():
     torch.set_num_threads(threads)
     # About 5 ms median on an idle core; a generous bound for a shared machine.
     assert np.median(times) < 0.1
+
+
+def test_runs_on_one_thread_and_restores_the_callers(sample):
+    # With data.num_workers=0 the transform runs in the trainer's process; its small ops are
+    # much slower split across threads (see docs/benchmarks.md, "Data loading").
+    t = build_train_transform()
+    seen = []
+    t.compose.transforms = (
+        *t.compose.transforms,
+        lambda d: seen.append(torch.get_num_threads()) or d,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        t(sample, 0)
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
