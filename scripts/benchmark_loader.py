@@ -81,13 +81,20 @@ def profile_transform(cfg: dict, source: DatasetSource, names: list[str], n: int
     transform = instantiate(d["augmentation"])
     samples = [dataset[i] for i in range(n)]
     cost: dict[str, float] = defaultdict(float)
-    set_track_meta(False)
+    threads = torch.get_num_threads()
+    set_track_meta(False)  # as the transform itself runs its parts
+    torch.set_num_threads(1)
     for sample in samples:
         x = {"image": sample["image"].clone(), "label": sample["label"].clone()}
         for i, part in enumerate(transform.compose.transforms):
             start = time.perf_counter()
             x = part(x)
             cost[f"{i:2d} {type(part).__name__}"] += time.perf_counter() - start
+    torch.set_num_threads(threads)
+    start = time.perf_counter()  # what num_workers=0 cost before the transform pinned 1 thread
+    for sample in samples:
+        transform.compose({"image": sample["image"].clone(), "label": sample["label"].clone()})
+    cost[f"all parts at {threads} intra-op threads (unguarded)"] = time.perf_counter() - start
     set_track_meta(True)
     start = time.perf_counter()
     for i, sample in enumerate(samples):
