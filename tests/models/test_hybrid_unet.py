@@ -152,3 +152,34 @@ def test_compiles_without_graph_breaks():
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     x = torch.randn(1, 2, 4, 8, 8)
     torch.testing.assert_close(compiled(x)[0], model(x)[0])
+
+
+def test_channels_last_3d_matches():
+    model = tiny().eval()
+    x = torch.randn(1, 2, 4, 8, 8)
+    ref = model(x)
+    model_cl = model.to(memory_format=torch.channels_last_3d)
+    out = model_cl(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_learns_a_tiny_phantom():
+    """Sanity check of the whole network: it fits two blobs within a few dozen steps."""
+    x = torch.randn(2, 2, 4, 16, 16) * 0.1
+    y = torch.zeros(2, 4, 16, 16, dtype=torch.long)
+    y[:, :, 2:7, 2:7] = 1
+    y[:, :, 9:14, 8:15] = 2
+    x[:, 0] += (y == 1).float()
+    x[:, 1] += (y == 2).float()
+    model = tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        outs = model(x)
+        loss = torch.nn.functional.cross_entropy(outs[0], y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    pred = model.eval()(x).argmax(1)
+    for k in (1, 2):
+        dice = 2 * ((pred == k) & (y == k)).sum() / ((pred == k).sum() + (y == k).sum())
+        assert dice > 0.9, (k, float(dice))
