@@ -123,3 +123,11 @@ def test_drop_path():
     assert set(y.unique().tolist()) <= {0.0, 2.0}
     with pytest.raises(ValueError, match=r"1\.5"):
         DropPath(1.5)
+
+
+def test_padded_window_equals_attention_on_the_crop():
+    attn = MultiHeadSelfAttention3d(8, 2, window_size=(2, 4, 4)).eval()
+    x = torch.randn(2, 8, 3, 5, 6)
+    corner = attn(x)[:, :, 2:, 4:, 4:]  # a window cut by the border: 1 x 1 x 2 valid voxels
+    attn.window_size = None
+    torch.testing.assert_close(corner, attn(x[:, :, 2:, 4:, 4:]), rtol=1e-5, atol=1e-5)
