@@ -11,12 +11,12 @@ from torch.utils.checkpoint import checkpoint
 
 from hybrid_unet.models.blocks.conv import ConvNormAct3d
 from hybrid_unet.models.blocks.hybrid import (
-    CONV_KINDS,
     HybridEncoderBlock,
-    make_conv_block,
+    conv_block_factory,
     make_skip_attention,
+    token_mixer_factory,
 )
-from hybrid_unet.models.blocks.layers import get_act, get_norm, lookup
+from hybrid_unet.models.blocks.layers import get_act, get_norm
 from hybrid_unet.models.unet_parts import UNetDecoder, check_input, parse_topology, product_stride
 
 
@@ -106,8 +106,9 @@ class HybridUNet(nn.Module):
             stage_blocks = ["mbconv" if i in attn_set else "conv" for i in range(n)]
         if len(stage_blocks) != n:
             raise ValueError(f"stage_blocks must have {n} entries, got {list(stage_blocks)}")
-        stage_blocks = [lookup(b, CONV_KINDS, "conv block") for b in stage_blocks]
+        conv_layers = [conv_block_factory(b) for b in stage_blocks]
         norm_t, act_t = get_norm(norm), get_act(act)
+        attn_layer = token_mixer_factory(attention, num_heads, window_size)
 
         self.in_channels, self.num_classes = in_channels, num_classes
         self.deep_supervision = deep_supervision
@@ -127,26 +128,14 @@ class HybridUNet(nn.Module):
                 rate = rates[block_idx]
                 block_idx += 1
                 if i in attn_set:
-                    layers.append(
-                        HybridEncoderBlock(
-                            f,
-                            f,
-                            kernels3[i],
-                            1,
-                            num_heads,
-                            norm_t,
-                            act_t,
-                            stage_blocks[i],
-                            attention,
-                            window_size,
-                            mlp_ratio,
-                            rate,
-                        )
-                    )
+                    block: nn.Module = HybridEncoderBlock(
+                        f, f, kernels3[i], 1, norm_t, act_t, conv_layers[i], attn_layer,
+                        mlp_ratio, rate,
+                    )  # fmt: skip
                 else:
-                    layers.append(
-                        make_conv_block(stage_blocks[i], f, f, kernels3[i], 1, norm_t, act_t, rate)
-                    )
+                    block = conv_layers[i](f, f, kernels3[i], 1, norm=norm_t, act=act_t,
+                                           drop_path=rate)  # fmt: skip
+                layers.append(block)
             if dropout > 0 and i > 0:
                 layers.append(nn.Dropout3d(dropout))
             self.stages.append(nn.Sequential(*layers))
