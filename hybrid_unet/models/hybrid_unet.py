@@ -47,6 +47,8 @@ class HybridUNet(nn.Module):
         act: "leakyrelu", "relu", "gelu" or "silu".
         attention: token mixer in attention stages: "mhsa", "identity", "se" or "conv".
         shuffle_attention: decoder attention: "shuffle", "identity", "se" or "conv".
+        mbconv_se: squeeze-excitation inside MBConv blocks (False: ablation without it).
+        expand_ratio: MBConv hidden width relative to the stage width.
         window_size: None for global attention, else an attention window (int or 3 ints).
         mlp_ratio: MLP width of hybrid blocks relative to the stage width.
         decoder_convs: ConvNormAct layers per decoder level.
@@ -76,6 +78,8 @@ class HybridUNet(nn.Module):
         act: str = "leakyrelu",
         attention: str = "mhsa",
         shuffle_attention: str = "identity",
+        mbconv_se: bool = True,
+        expand_ratio: float = 4.0,
         window_size: int | Sequence[int] | None = None,
         mlp_ratio: float = 2.0,
         decoder_convs: int = 1,
@@ -101,12 +105,16 @@ class HybridUNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        if expand_ratio < 1 or mlp_ratio <= 0:
+            raise ValueError(
+                f"expand_ratio must be >= 1 and mlp_ratio > 0, got {expand_ratio}, {mlp_ratio}"
+            )
         attn_set = {int(s) for s in attention_stages}
         if stage_blocks is None:
             stage_blocks = ["mbconv" if i in attn_set else "conv" for i in range(n)]
         if len(stage_blocks) != n:
             raise ValueError(f"stage_blocks must have {n} entries, got {list(stage_blocks)}")
-        conv_layers = [conv_block_factory(b) for b in stage_blocks]
+        conv_layers = [conv_block_factory(b, expand_ratio, mbconv_se) for b in stage_blocks]
         norm_t, act_t = get_norm(norm), get_act(act)
         attn_layer = token_mixer_factory(attention, num_heads, window_size)
 

@@ -92,6 +92,8 @@ def test_bf16_autocast_finite():
         ({"num_heads": 3}, "num_heads=3"),
         ({"dropout": 1.0}, "dropout"),
         ({"drop_path": -0.1}, "drop_path"),
+        ({"expand_ratio": 0.5}, "expand_ratio"),
+        ({"mlp_ratio": 0}, "mlp_ratio"),
         ({"norm": "btach"}, "Did you mean 'batch'"),
         ({"act": "gleu"}, "gelu"),
         ({"attention": "mhs"}, "mhsa"),
@@ -109,6 +111,15 @@ def test_constructor_validates(kwargs, match):
 def test_ablation_switches(attention, shuffle):
     model = tiny(attention=attention, shuffle_attention=shuffle).eval()
     assert model(torch.randn(1, 2, 2, 8, 4)).shape == (1, 3, 2, 8, 4)
+
+
+def test_mbconv_se_switch():
+    with_se = tiny(stage_blocks=["conv", "conv", "mbconv"])
+    without = tiny(stage_blocks=["conv", "conv", "mbconv"], mbconv_se=False)
+    n_se = sum(1 for m in with_se.modules() if type(m).__name__ == "SqueezeExcitation3d")
+    assert n_se > 0
+    assert not any(type(m).__name__ == "SqueezeExcitation3d" for m in without.modules())
+    assert without(torch.randn(1, 2, 4, 8, 8))[0].shape == (1, 3, 4, 8, 8)
 
 
 @pytest.mark.parametrize("blocks", [["conv", "resconv", "mbconv"], ["mbconv"] * 3])

@@ -39,8 +39,12 @@ def make_conv_block(
     act: ActFactory,
     drop_path: float = 0.0,
     expand_ratio: float = 4.0,
+    se: bool = True,
 ) -> nn.Module:
-    """Build one conv block: ``conv`` (dense ConvNormAct), ``resconv`` or ``mbconv``."""
+    """Build one conv block: ``conv`` (dense ConvNormAct), ``resconv`` or ``mbconv``.
+
+    ``se`` switches the squeeze-excitation inside MBConv (an attention ablation).
+    """
     kind = lookup(kind, CONV_KINDS, "conv block")
     if kind == "conv":
         return ConvNormAct3d(in_channels, out_channels, kernel_size, stride, norm, act)
@@ -56,7 +60,7 @@ def make_conv_block(
         expand_ratio,
         norm,
         act,
-        se_layer=SqueezeExcitation3d,
+        se_layer=SqueezeExcitation3d if se else None,
         drop_path=drop_path,
     )
 
@@ -103,11 +107,10 @@ class _GatedDepthwise(nn.Module):
         return x * torch.sigmoid(self.conv(x))
 
 
-def conv_block_factory(kind: str, expand_ratio: float = 4.0) -> ConvFactory:
+def conv_block_factory(kind: str, expand_ratio: float = 4.0, se: bool = True) -> ConvFactory:
     """Resolve a conv block kind once; the factory takes ``make_conv_block``'s other args."""
-    return partial(
-        make_conv_block, lookup(kind, CONV_KINDS, "conv block"), expand_ratio=expand_ratio
-    )
+    kind = lookup(kind, CONV_KINDS, "conv block")
+    return partial(make_conv_block, kind, expand_ratio=expand_ratio, se=se)
 
 
 def make_skip_attention(kind: str, channels: int, groups: int = 4) -> nn.Module:
