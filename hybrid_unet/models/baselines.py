@@ -12,11 +12,16 @@ from collections.abc import Sequence
 import torch
 from monai.networks.nets import DynUNet, SegResNet, SwinUNETR
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from hybrid_unet.models.blocks.conv import ConvNormAct3d, ResidualConvBlock3d
 from hybrid_unet.models.blocks.layers import get_act, get_norm, triple
-from hybrid_unet.models.unet_parts import UNetDecoder, check_input, parse_topology, product_stride
+from hybrid_unet.models.unet_parts import (
+    UNetDecoder,
+    check_input,
+    parse_topology,
+    product_stride,
+    run_encoder,
+)
 
 
 class PlainUNet(nn.Module):
@@ -111,13 +116,7 @@ class PlainUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_input(x, self.in_channels, self.total_stride)
-        skips = []
-        for stage in self.stages:
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
-            skips.append(x)
+        skips = run_encoder(self.stages, x, self.activation_checkpointing and self.training)
         all_levels = self.training and self.deep_supervision
         outputs = self.decoder(skips, all_levels)
         return outputs if all_levels else outputs[0]
