@@ -27,7 +27,7 @@ def _rows(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains(model, tmp_path):
-    summary, trainer = train_in_process([f"model={model}", *ONE_EPOCH], tmp_path)
+    summary, _ = train_in_process([f"model={model}", *ONE_EPOCH], tmp_path)
     assert summary["steps"] == 2 and summary["best_mean_dice"] is not None
     assert (tmp_path / "checkpoints" / "last.pt").exists()
 
@@ -74,7 +74,7 @@ def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):
 
 
 def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monkeypatch):
-    straight, _ = train_in_process(["trainer.max_epochs=2", "run_name=a"], tmp_path / "a")
+    train_in_process(["trainer.max_epochs=2", "run_name=a"], tmp_path / "a")
     real_step = trainer_module.train_step
     calls = {"n": 0}
 
