@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
 from tests.helpers import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 
 def _declared() -> tuple[set[str], dict[str, str]]:
