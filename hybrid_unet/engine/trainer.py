@@ -190,6 +190,7 @@ class Trainer:
                 "rng": rng_state(),
                 "logger": self.logger.state_dict() if hasattr(self, "logger") else {},
                 "config": self.cfg,
+                "plan": self.data.plan,  # how inference must preprocess a new scan
                 "meta": checkpoint_metadata(),
             },
             self.ckpt_dir / name,
