@@ -45,3 +45,13 @@ def run_train(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Co
         [sys.executable, "-m", "hybrid_unet.train", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+def train_in_process(overrides: list[str], run_dir: Path):
+    """Compose, check and train in this process; returns ``(summary, trainer)``."""
+    from hybrid_unet.config.validate import check_config
+    from hybrid_unet.engine.trainer import Trainer
+
+    cfg = check_config(compose_config([*TINY, *overrides, f"paths.output_dir={run_dir}"]))
+    trainer = Trainer(cfg, run_dir)
+    return trainer.fit(), trainer

@@ -77,6 +77,15 @@ class TrainerConfig:
     """Sliding-window overlap during validation."""
     val_sw_batch_size: int = 4
     """Windows per forward pass during validation."""
+    val_metrics: list[str] = field(default_factory=lambda: ["dice", "iou", "precision", "recall"])
+    """Per-class metrics of every validation (a metrics.csv column per class); ``mean_dice``
+    selects the best checkpoint, so ``dice`` must be among them."""
+    final_val_metrics: list[str] = field(
+        default_factory=lambda: ["dice", "iou", "precision", "recall", "hd95", "nsd"]
+    )
+    """Metrics of the last validation (surface distances cost about a second per case)."""
+    val_tolerance_mm: float = 1.0
+    """Tolerance of the normalized surface Dice (``nsd``), in mm."""
     max_time_minutes: float | None = None
     """Stop training (validating and saving first) once this much wall time was spent."""
     progress: bool = True

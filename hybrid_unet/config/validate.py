@@ -168,6 +168,15 @@ def cross_field_problems(cfg: dict) -> list[str]:
                 f"config key 'data.patch_size': {list(patch)} is not divisible by the model's "
                 f"total stride {list(stride)} (from model.strides)"
             )
+    from hybrid_unet.metrics import METRICS
+
+    for key in ("val_metrics", "final_val_metrics"):
+        for name in cfg["trainer"][key]:
+            if name not in METRICS:
+                problems.append(f"config key 'trainer.{key}': unknown metric '{name}'"
+                                f"{did_you_mean(name, METRICS)}")  # fmt: skip
+        if "dice" not in cfg["trainer"][key]:
+            problems.append(f"config key 'trainer.{key}': must include 'dice' (it picks best.pt)")
     if str(cfg["trainer"]["precision"]).endswith("fp16") and not _cuda_possible(cfg):
         problems.append(
             "config key 'trainer.precision': fp16 needs a CUDA device; use bf16 or fp32"

@@ -138,7 +138,9 @@ def detect_layout(root: str | Path) -> DatasetLayout:
     if root.is_file() and root.suffix.lower() in (".h5", ".hdf5"):
         return _hdf5(root)
     if not root.is_dir():
-        raise DataError(root, "dataset folder not found (set data.source.root=... or HYBRID_UNET_DATA)")
+        raise DataError(
+            root, "dataset folder not found (set data.source.root=... or HYBRID_UNET_DATA)"
+        )
     meta = _read_json(root / "dataset.json")
     if "channel_names" in meta:
         return _nnunetv2(root, meta)

@@ -166,9 +166,15 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
-    """Crop, resample, normalise and save one case; returns its name."""
-    image, label, geometry = read_case(record)
+def prepare_case(
+    image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Crop, resample and normalise one case in memory, as training and inference both need.
+
+    Returns:
+        The image ``(C, D, H, W)`` at the plan's spacing, the label (or ``None``) and the
+        properties :func:`revert_preprocessing` needs to map a prediction back.
+    """
     original_shape = list(image.shape[1:])
     image, label, box = crop_to_nonzero(image, label)
     new_shape = resampled_shape(image.shape[1:], geometry.spacing, plan.spacing)
@@ -177,11 +183,8 @@ def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
     image = normalize(resample_image(image, new_shape, coarse_axis=coarse), plan)
     if label is not None:
         label = resample_label(label, new_shape)
-    _atomic_save(out_dir / f"{record.name}_image.npy", image)
-    if label is not None:
-        _atomic_save(out_dir / f"{record.name}_label.npy", label)
     props = {
-        "source": geometry.source,
+        "source": str(geometry.source),
         "original_shape": original_shape,
         "original_spacing": list(geometry.spacing),
         "affine": np.asarray(geometry.affine).tolist(),
@@ -189,6 +192,15 @@ def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
         "spacing": list(plan.spacing),
         "has_label": label is not None,
     }
+    return image, label, props
+
+
+def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
+    """Crop, resample, normalise and save one case; returns its name."""
+    image, label, props = prepare_case(*read_case(record), plan)
+    _atomic_save(out_dir / f"{record.name}_image.npy", image)
+    if label is not None:
+        _atomic_save(out_dir / f"{record.name}_label.npy", label)
     _atomic_text(out_dir / f"{record.name}.json", json.dumps(props))
     return record.name
 

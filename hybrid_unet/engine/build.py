@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ class TrainingData:
     source: Any
     train_names: list[str]
     val_names: list[str]
+    plan: dict | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,7 +59,8 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
         raise ValueError(f"data.fold={data['fold']} but there are {len(splits)} folds")
     fold = splits[data["fold"]]
     val = fold["val"][: data["max_val_cases"]] if data["max_val_cases"] else fold["val"]
-    return TrainingData(source=source, train_names=fold["train"], val_names=val)
+    plan_dict = dataclasses.asdict(plan) if plan is not None else None
+    return TrainingData(source, train_names=fold["train"], val_names=val, plan=plan_dict)
 
 
 def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLoader:

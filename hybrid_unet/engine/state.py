@@ -17,6 +17,7 @@ class TrainState:
     epoch_loss_sum: float = 0.0
     epoch_steps: int = 0
     skipped_steps: int = 0
+    planned_steps: int = 0  # set when a time budget sized the run (0: the whole run)
 
     def state_dict(self) -> dict:
         return asdict(self)

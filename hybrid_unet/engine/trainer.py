@@ -27,6 +27,8 @@ from hybrid_unet.engine.step import train_step
 from hybrid_unet.engine.validation import validate
 from hybrid_unet.logging.base import build_loggers
 
+_CALIBRATION_STEPS = 20  # steps timed before a time budget sizes the run
+
 
 class Trainer:
     """Trains one run described by a resolved config (a plain dict) in ``run_dir``."""
@@ -64,7 +66,7 @@ class Trainer:
         stop = StopRequest().install()
         self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
         try:
-            while state.epoch < t["max_epochs"] and not stop.requested and not self.out_of_time():
+            while not self.finished() and not stop.requested:
                 self.loss_fn.update(state.epoch, t["max_epochs"])
                 self.model.train()
                 todo = t["steps_per_epoch"] - state.epoch_steps
@@ -83,7 +85,9 @@ class Trainer:
                     state.epoch_loss_sum += 0.0 if result.skipped else result.loss
                     state.elapsed_seconds = time.perf_counter() - self.started
                     bar.set_postfix(loss=f"{result.loss:.4f}")
-                    if stop.requested:
+                    if state.step == _CALIBRATION_STEPS:
+                        self.fit_schedule_to_time_budget()
+                    if stop.requested or state.step >= self.total_steps():
                         break
                 if stop.requested and state.epoch_steps < t["steps_per_epoch"]:
                     self.save("last.pt")  # mid-epoch: resume continues this epoch
@@ -109,9 +113,11 @@ class Trainer:
         }
         state.epoch += 1
         state.epoch_loss_sum, state.epoch_steps = 0.0, 0
-        last = state.epoch == t["max_epochs"] or self.out_of_time()
+        last = self.finished()
         if state.epoch % t["val_every"] == 0 or last:
-            metrics.update(self.validate(val_cases))
+            metrics.update(
+                self.validate(val_cases, t["final_val_metrics" if last else "val_metrics"])
+            )
             state.elapsed_seconds = metrics["elapsed_s"] = time.perf_counter() - self.started
             if metrics["mean_dice"] > state.best_metric:
                 state.best_metric, state.best_epoch = metrics["mean_dice"], state.epoch
@@ -124,13 +130,48 @@ class Trainer:
             + " ".join(f"{k}={v}" for k, v in shown.items())
         )
 
-    def validate(self, val_cases: list) -> dict[str, float]:
+    def validate(self, val_cases: list, names: list[str]) -> dict[str, float]:
         d = self.cfg["data"]
         return validate(
             self.model, val_cases, d["num_classes"], tuple(d["patch_size"]), self.device,
             self.t["precision"] if self.t["precision"] != "fp16" else "fp32",
-            self.t["val_overlap"], self.t["val_sw_batch_size"],
+            self.t["val_overlap"], self.t["val_sw_batch_size"], tuple(names),
+            self.t["val_tolerance_mm"],
         )  # fmt: skip
+
+    def total_steps(self) -> int:
+        """Steps this run will take: the whole run, or what fits the time budget."""
+        return self.state.planned_steps or self.t["max_epochs"] * self.t["steps_per_epoch"]
+
+    def finished(self) -> bool:
+        return (
+            self.state.epoch >= self.t["max_epochs"]
+            or self.state.step >= self.total_steps()
+            or self.out_of_time()
+        )
+
+    def fit_schedule_to_time_budget(self) -> None:
+        """With ``trainer.max_time_minutes``, size the run and its LR decay to the measured speed.
+
+        Called once, after ``_CALIBRATION_STEPS`` steps: the step count that fits the remaining
+        budget (keeping a reserve for validation and saving) becomes the schedule's horizon, so
+        the learning rate reaches zero as the time runs out instead of being cut off half-way.
+        The count is stored in the run state, so a resumed run keeps the same schedule.
+        """
+        budget = self.t["max_time_minutes"]
+        node = self.cfg["scheduler"]
+        if budget is None or self.state.planned_steps or node.get("total_steps") is not None:
+            return
+        seconds_per_step = self.state.elapsed_seconds / self.state.step
+        reserve = max(10.0, 0.05 * 60.0 * budget)
+        remaining = 60.0 * budget - self.state.elapsed_seconds - reserve
+        planned = self.state.step + max(int(remaining / seconds_per_step), 1)
+        planned = min(planned, self.t["max_epochs"] * self.t["steps_per_epoch"])
+        self.state.planned_steps = planned
+        for fn in getattr(self.scheduler, "lr_lambdas", []):
+            if hasattr(fn, "total_steps"):
+                fn.total_steps = planned
+        print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps.")
 
     def out_of_time(self) -> bool:
         budget = self.t["max_time_minutes"]
@@ -149,6 +190,7 @@ class Trainer:
                 "rng": rng_state(),
                 "logger": self.logger.state_dict() if hasattr(self, "logger") else {},
                 "config": self.cfg,
+                "plan": self.data.plan,  # how inference must preprocess a new scan
                 "meta": checkpoint_metadata(),
             },
             self.ckpt_dir / name,

@@ -1,4 +1,4 @@
-"""Validation: whole-case sliding-window prediction and per-class Dice."""
+"""Validation: whole-case sliding-window prediction and per-class metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from hybrid_unet.engine.step import autocast_context
-from hybrid_unet.metrics import dice_per_class
+from hybrid_unet.metrics import aggregate, case_metrics
 
 
 @torch.no_grad()
@@ -39,12 +39,16 @@ def validate(
     precision: str = "fp32",
     overlap: float = 0.5,
     sw_batch_size: int = 4,
+    metrics: tuple[str, ...] = ("dice",),
+    tolerance_mm: float = 1.0,
 ) -> dict[str, float]:
-    """Mean per-class Dice over ``cases`` and its mean over foreground classes.
+    """Per-class metrics over whole ``cases``, with the cases' own voxel spacing.
 
     Returns:
-        ``{"dice_1": ..., ..., "mean_dice": ...}``; a class absent from both reference and
-        prediction of a case does not count towards that class's mean.
+        ``{"dice_1": ..., "hd95_2": ..., "mean_dice": ...}``: per class and metric the mean over
+        cases, and ``mean_<metric>`` over foreground classes; values undefined for a case
+        (a class empty in reference and prediction) do not count (see
+        :mod:`hybrid_unet.metrics`).
     """
     was_training = model.training
     model.eval()
@@ -53,10 +57,10 @@ def validate(
         probs = predict_case(
             model, case.image, patch_size, device, precision, overlap, sw_batch_size
         )
-        per_case.append(dice_per_class(probs.argmax(0), case.label, num_classes))
+        per_case.append(
+            case_metrics(
+                probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
+            )
+        )
     model.train(was_training)
-    scores = np.array(per_case, dtype=np.float64)  # (cases, K-1), NaN where undefined
-    means = np.nanmean(np.where(np.isnan(scores), np.nan, scores), axis=0)
-    result = {f"dice_{c + 1}": float(m) for c, m in enumerate(means)}
-    result["mean_dice"] = float(np.nanmean(means))
-    return result
+    return aggregate(per_case)

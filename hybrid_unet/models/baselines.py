@@ -12,11 +12,16 @@ from collections.abc import Sequence
 import torch
 from monai.networks.nets import DynUNet, SegResNet, SwinUNETR
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from hybrid_unet.models.blocks.conv import ConvNormAct3d, ResidualConvBlock3d
 from hybrid_unet.models.blocks.layers import get_act, get_norm, triple
-from hybrid_unet.models.unet_parts import UNetDecoder, check_input, parse_topology, product_stride
+from hybrid_unet.models.unet_parts import (
+    UNetDecoder,
+    check_input,
+    parse_topology,
+    product_stride,
+    run_encoder,
+)
 
 
 class PlainUNet(nn.Module):
@@ -111,13 +116,7 @@ class PlainUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_input(x, self.in_channels, self.total_stride)
-        skips = []
-        for stage in self.stages:
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
-            skips.append(x)
+        skips = run_encoder(self.stages, x, self.activation_checkpointing and self.training)
         all_levels = self.training and self.deep_supervision
         outputs = self.decoder(skips, all_levels)
         return outputs if all_levels else outputs[0]
@@ -154,7 +153,11 @@ class _MonaiWrapper(nn.Module):
 
 
 class SwinUNETRNet(_MonaiWrapper):
-    """MONAI SwinUNETR (any size divisible by 32); single output tensor.
+    """MONAI SwinUNETR; single output tensor.
+
+    SwinUNETR needs every axis divisible by 32 and, with instance norm, at least 64. With
+    ``pad_input`` the wrapper zero-pads any input up to that and crops the logits back, so it
+    trains at any patch size (at the padded size's cost); without it inputs must fit.
 
     Args:
         in_channels: input channels C.
@@ -162,6 +165,7 @@ class SwinUNETRNet(_MonaiWrapper):
         feature_size: embedding width (multiple of 12).
         use_v2: SwinUNETR-v2 residual conv blocks.
         activation_checkpointing: MONAI's ``use_checkpoint``.
+        pad_input: pad inputs to a multiple of 32 (at least 64) instead of refusing them.
         **kwargs: other ``monai.networks.nets.SwinUNETR`` arguments (checked by MONAI).
     """
 
@@ -172,9 +176,11 @@ class SwinUNETRNet(_MonaiWrapper):
         feature_size: int = 24,
         use_v2: bool = False,
         activation_checkpointing: bool = False,
+        pad_input: bool = False,
         **kwargs,
     ) -> None:
-        super().__init__(in_channels, num_classes, (32, 32, 32))
+        super().__init__(in_channels, num_classes, (1, 1, 1) if pad_input else (32, 32, 32))
+        self.pad_input = pad_input
         if feature_size < 12 or feature_size % 12:
             raise ValueError(f"feature_size must be a positive multiple of 12, got {feature_size}")
         self.net = SwinUNETR(
@@ -185,6 +191,15 @@ class SwinUNETRNet(_MonaiWrapper):
             use_checkpoint=activation_checkpointing,
             **kwargs,
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pad_input:
+            return super().forward(x)
+        size = x.shape[2:]
+        target = [max(64, -(-s // 32) * 32) for s in size]
+        pad = [p for s, t in zip(reversed(size), reversed(target), strict=True) for p in (0, t - s)]
+        out = self.net(nn.functional.pad(x, pad))
+        return out[:, :, : size[0], : size[1], : size[2]]
 
 
 class DynUNetNet(_MonaiWrapper):

@@ -7,17 +7,22 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from hybrid_unet.models.blocks.conv import ConvNormAct3d
 from hybrid_unet.models.blocks.hybrid import (
-    CONV_KINDS,
     HybridEncoderBlock,
-    make_conv_block,
+    conv_block_factory,
     make_skip_attention,
+    token_mixer_factory,
 )
-from hybrid_unet.models.blocks.layers import get_act, get_norm, lookup
-from hybrid_unet.models.unet_parts import UNetDecoder, check_input, parse_topology, product_stride
+from hybrid_unet.models.blocks.layers import get_act, get_norm
+from hybrid_unet.models.unet_parts import (
+    UNetDecoder,
+    check_input,
+    parse_topology,
+    product_stride,
+    run_encoder,
+)
 
 
 class HybridUNet(nn.Module):
@@ -47,6 +52,8 @@ class HybridUNet(nn.Module):
         act: "leakyrelu", "relu", "gelu" or "silu".
         attention: token mixer in attention stages: "mhsa", "identity", "se" or "conv".
         shuffle_attention: decoder attention: "shuffle", "identity", "se" or "conv".
+        mbconv_se: squeeze-excitation inside MBConv blocks (False: ablation without it).
+        expand_ratio: MBConv hidden width relative to the stage width.
         window_size: None for global attention, else an attention window (int or 3 ints).
         mlp_ratio: MLP width of hybrid blocks relative to the stage width.
         decoder_convs: ConvNormAct layers per decoder level.
@@ -76,6 +83,8 @@ class HybridUNet(nn.Module):
         act: str = "leakyrelu",
         attention: str = "mhsa",
         shuffle_attention: str = "identity",
+        mbconv_se: bool = True,
+        expand_ratio: float = 4.0,
         window_size: int | Sequence[int] | None = None,
         mlp_ratio: float = 2.0,
         decoder_convs: int = 1,
@@ -101,13 +110,18 @@ class HybridUNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        if expand_ratio < 1 or mlp_ratio <= 0:
+            raise ValueError(
+                f"expand_ratio must be >= 1 and mlp_ratio > 0, got {expand_ratio}, {mlp_ratio}"
+            )
         attn_set = {int(s) for s in attention_stages}
         if stage_blocks is None:
             stage_blocks = ["mbconv" if i in attn_set else "conv" for i in range(n)]
         if len(stage_blocks) != n:
             raise ValueError(f"stage_blocks must have {n} entries, got {list(stage_blocks)}")
-        stage_blocks = [lookup(b, CONV_KINDS, "conv block") for b in stage_blocks]
+        conv_layers = [conv_block_factory(b, expand_ratio, mbconv_se) for b in stage_blocks]
         norm_t, act_t = get_norm(norm), get_act(act)
+        attn_layer = token_mixer_factory(attention, num_heads, window_size)
 
         self.in_channels, self.num_classes = in_channels, num_classes
         self.deep_supervision = deep_supervision
@@ -127,26 +141,14 @@ class HybridUNet(nn.Module):
                 rate = rates[block_idx]
                 block_idx += 1
                 if i in attn_set:
-                    layers.append(
-                        HybridEncoderBlock(
-                            f,
-                            f,
-                            kernels3[i],
-                            1,
-                            num_heads,
-                            norm_t,
-                            act_t,
-                            stage_blocks[i],
-                            attention,
-                            window_size,
-                            mlp_ratio,
-                            rate,
-                        )
-                    )
+                    block: nn.Module = HybridEncoderBlock(
+                        f, f, kernels3[i], 1, norm_t, act_t, conv_layers[i], attn_layer,
+                        mlp_ratio, rate,
+                    )  # fmt: skip
                 else:
-                    layers.append(
-                        make_conv_block(stage_blocks[i], f, f, kernels3[i], 1, norm_t, act_t, rate)
-                    )
+                    block = conv_layers[i](f, f, kernels3[i], 1, norm=norm_t, act=act_t,
+                                           drop_path=rate)  # fmt: skip
+                layers.append(block)
             if dropout > 0 and i > 0:
                 layers.append(nn.Dropout3d(dropout))
             self.stages.append(nn.Sequential(*layers))
@@ -165,13 +167,7 @@ class HybridUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_input(x, self.in_channels, self.total_stride)
-        skips = []
-        for stage in self.stages:
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
-            skips.append(x)
+        skips = run_encoder(self.stages, x, self.activation_checkpointing and self.training)
         all_levels = self.training and self.deep_supervision
         outputs = self.decoder(skips, all_levels)
         return outputs if all_levels else outputs[0]

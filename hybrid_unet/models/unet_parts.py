@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hybrid_unet.models.blocks.conv import ConvNormAct3d
 from hybrid_unet.models.blocks.layers import ActFactory, NormFactory, triple
@@ -69,6 +70,24 @@ def check_input(x: torch.Tensor, in_channels: int, total_stride: Triple) -> None
             f"input spatial size {tuple(x.shape[2:])} is not divisible by the network's "
             f"total stride {total_stride} (bad axes: {', '.join(bad)})"
         )
+
+
+def run_encoder(
+    stages: Sequence[nn.Module], x: torch.Tensor, activation_checkpointing: bool
+) -> list[torch.Tensor]:
+    """Run the encoder stages, returning every stage's output (the skips), highest first.
+
+    With ``activation_checkpointing`` each stage is recomputed in backward instead of keeping
+    its activations (only while gradients are being recorded).
+    """
+    skips = []
+    for stage in stages:
+        if activation_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(stage, x, use_reentrant=False)
+        else:
+            x = stage(x)
+        skips.append(x)
+    return skips
 
 
 class UNetDecoder(nn.Module):

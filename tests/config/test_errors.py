@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from hybrid_unet.config.errors import ConfigError
-from hybrid_unet.config.validate import check_config, target_problems
+from hybrid_unet.config.validate import target_problems
 from tests.helpers import compose_config, run_train
 
 
@@ -33,10 +32,11 @@ def test_cli_error_is_one_line(override, expected, tmp_path):
 
 
 def test_patch_not_divisible_by_stride_is_caught_before_work(tmp_path):
-    cfg = compose_config(["+preset=quick_test", "data.patch_size=[40,40,41]",
-                          f"paths.output_dir={tmp_path}"])  # fmt: skip
-    with pytest.raises(ConfigError, match=r"data.patch_size.*not divisible.*\[8, 8, 8\]"):
-        check_config(cfg)
+    result = run_train(["+preset=quick_test", "data.patch_size=[40,40,41]"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'data.patch_size': [40, 40, 41] is not divisible" in result.stderr
+    assert "[8, 8, 8]" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_unknown_model_argument_is_named_with_suggestion():

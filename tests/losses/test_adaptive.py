@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-from batches import make_batch
 
 from hybrid_unet.losses.adaptive import ScheduledWeightLoss, UncertaintyWeightedLoss
 from hybrid_unet.losses.compound import CombinedLoss
 from hybrid_unet.losses.cross_entropy import CrossEntropyLoss
 from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
 from hybrid_unet.losses.dice import SoftDiceLoss
+from tests.losses.batches import make_batch
 
 
 def _parts():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from batches import make_batch
 from torch import nn
 
 from hybrid_unet.losses.compound import DiceCELoss
@@ -13,6 +12,7 @@ from hybrid_unet.losses.deep_supervision import (
     deep_supervision_weights,
     downsample_target,
 )
+from tests.losses.batches import make_batch
 
 
 class _Recorder(nn.Module):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import monai.losses
 import pytest
 import torch
-from batches import make_batch
 
 from hybrid_unet.losses.compound import DiceCELoss
 from hybrid_unet.losses.cross_entropy import CrossEntropyLoss
 from hybrid_unet.losses.dice import SoftDiceLoss
+from tests.losses.batches import make_batch
 
 SETTINGS = [
     # include_background, batch, squared, smooth_nr, smooth_dr, empty_class

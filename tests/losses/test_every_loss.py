@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from batches import make_batch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
+from tests.losses.batches import make_batch
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 YAMLS = sorted(CONF.glob("*.yaml"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import monai.losses
 import pytest
 import torch
-from batches import make_batch
 
 from hybrid_unet.losses.compound import DiceFocalLoss
 from hybrid_unet.losses.cross_entropy import CrossEntropyLoss, FocalLoss
@@ -15,6 +14,7 @@ from hybrid_unet.losses.dice import (
     SoftDiceLoss,
     TverskyLoss,
 )
+from tests.losses.batches import make_batch
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

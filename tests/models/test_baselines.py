@@ -15,6 +15,7 @@ from hybrid_unet.models.baselines import (
     SwinUNETRNet,
 )
 from hybrid_unet.models.report import format_report, model_report
+from tests.helpers import compose_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2]]
@@ -70,9 +71,8 @@ def test_swin_unetr_wrapper():
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_model_config_instantiates(path):
-    cfg = OmegaConf.load(path)
-    cfg.in_channels, cfg.num_classes = 1, 3
-    model = instantiate_model(OmegaConf.to_container(cfg))
+    cfg = compose_config([f"model={path.stem}", "data.num_classes=3"])  # options may extend others
+    model = instantiate_model(OmegaConf.to_container(cfg.model, resolve=True))
     assert model.in_channels == 1 and model.num_classes == 3
     assert len(model.total_stride) == 3
 

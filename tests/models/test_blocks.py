@@ -15,7 +15,7 @@ from hybrid_unet.models.blocks import (
     get_act,
     get_norm,
 )
-from hybrid_unet.models.blocks.hybrid import ATTENTION_KINDS, make_token_mixer
+from hybrid_unet.models.blocks.hybrid import ATTENTION_KINDS, token_mixer_factory
 
 NORM, ACT = get_norm("instance"), get_act("leakyrelu")
 ANISO = (1, 8, 20, 28, 36)  # (B, C, D, H, W)
@@ -30,7 +30,9 @@ BLOCKS = {
     "dsconv": lambda s, k: DepthwiseSeparableConv3d(8, 12, k, s, NORM, ACT),
     "mbconv": lambda s, k: MBConv3d(8, 12, k, s, 2.0, NORM, ACT, SqueezeExcitation3d),
     "mbconv_res": lambda s, k: MBConv3d(8, 8, k, 1, 2.0, NORM, ACT, SqueezeExcitation3d, 0.1),
-    "hybrid": lambda s, k: HybridEncoderBlock(8, 12, k, s, 2, NORM, ACT, window_size=(2, 4, 4)),
+    "hybrid": lambda s, k: HybridEncoderBlock(
+        8, 12, k, s, NORM, ACT, attn_layer=token_mixer_factory("mhsa", 2, (2, 4, 4))
+    ),
 }
 
 
@@ -102,17 +104,16 @@ def test_mhsa_validates_heads():
 
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_token_mixer_ablations(kind):
-    block = HybridEncoderBlock(8, 8, 3, 1, 2, NORM, ACT, attention=kind)
+    block = HybridEncoderBlock(8, 8, 3, 1, NORM, ACT, attn_layer=token_mixer_factory(kind, 2))
     assert block(torch.randn(1, 8, 3, 4, 5)).shape == (1, 8, 3, 4, 5)
-    if kind == "identity":
-        assert make_token_mixer(kind, 8, 2, None) is None
+    assert (block.attn is None) == (kind == "identity")
 
 
 def test_unknown_names_suggest_close_matches():
     with pytest.raises(ValueError, match="Did you mean 'instance'"):
         get_norm("instnace")
     with pytest.raises(ValueError, match="attention 'msha'"):
-        make_token_mixer("msha", 8, 2, None)
+        token_mixer_factory("msha")
 
 
 def test_drop_path():
@@ -123,3 +124,11 @@ def test_drop_path():
     assert set(y.unique().tolist()) <= {0.0, 2.0}
     with pytest.raises(ValueError, match=r"1\.5"):
         DropPath(1.5)
+
+
+def test_padded_window_equals_attention_on_the_crop():
+    attn = MultiHeadSelfAttention3d(8, 2, window_size=(2, 4, 4)).eval()
+    x = torch.randn(2, 8, 3, 5, 6)
+    corner = attn(x)[:, :, 2:, 4:, 4:]  # a window cut by the border: 1 x 1 x 2 valid voxels
+    attn.window_size = None
+    torch.testing.assert_close(corner, attn(x[:, :, 2:, 4:, 4:]), rtol=1e-5, atol=1e-5)

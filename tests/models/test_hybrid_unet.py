@@ -94,6 +94,8 @@ def test_bf16_autocast_finite():
         ({"num_heads": 3}, "num_heads=3"),
         ({"dropout": 1.0}, "dropout"),
         ({"drop_path": -0.1}, "drop_path"),
+        ({"expand_ratio": 0.5}, "expand_ratio"),
+        ({"mlp_ratio": 0}, "mlp_ratio"),
         ({"norm": "btach"}, "Did you mean 'batch'"),
         ({"act": "gleu"}, "gelu"),
         ({"attention": "mhs"}, "mhsa"),
@@ -111,6 +113,15 @@ def test_constructor_validates(kwargs, match):
 def test_ablation_switches(attention, shuffle):
     model = tiny(attention=attention, shuffle_attention=shuffle).eval()
     assert model(torch.randn(1, 2, 2, 8, 4)).shape == (1, 3, 2, 8, 4)
+
+
+def test_mbconv_se_switch():
+    with_se = tiny(stage_blocks=["conv", "conv", "mbconv"])
+    without = tiny(stage_blocks=["conv", "conv", "mbconv"], mbconv_se=False)
+    n_se = sum(1 for m in with_se.modules() if type(m).__name__ == "SqueezeExcitation3d")
+    assert n_se > 0
+    assert not any(type(m).__name__ == "SqueezeExcitation3d" for m in without.modules())
+    assert without(torch.randn(1, 2, 4, 8, 8))[0].shape == (1, 3, 4, 8, 8)
 
 
 @pytest.mark.parametrize("blocks", [["conv", "resconv", "mbconv"], ["mbconv"] * 3])
@@ -154,3 +165,34 @@ def test_compiles_without_graph_breaks():
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     x = torch.randn(1, 2, 4, 8, 8)
     torch.testing.assert_close(compiled(x)[0], model(x)[0])
+
+
+def test_channels_last_3d_matches():
+    model = tiny().eval()
+    x = torch.randn(1, 2, 4, 8, 8)
+    ref = model(x)
+    model_cl = model.to(memory_format=torch.channels_last_3d)
+    out = model_cl(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_learns_a_tiny_phantom():
+    """Sanity check of the whole network: it fits two blobs within a few dozen steps."""
+    x = torch.randn(2, 2, 4, 16, 16) * 0.1
+    y = torch.zeros(2, 4, 16, 16, dtype=torch.long)
+    y[:, :, 2:7, 2:7] = 1
+    y[:, :, 9:14, 8:15] = 2
+    x[:, 0] += (y == 1).float()
+    x[:, 1] += (y == 2).float()
+    model = tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        outs = model(x)
+        loss = torch.nn.functional.cross_entropy(outs[0], y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    pred = model.eval()(x).argmax(1)
+    for k in (1, 2):
+        dice = 2 * ((pred == k) & (y == k)).sum() / ((pred == k).sum() + (y == k).sum())
+        assert dice > 0.9, (k, float(dice))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from hybrid_unet.models.blocks.layers import ActFactory, triple
@@ -84,9 +84,10 @@ class MultiHeadSelfAttention3d(nn.Module):
     """Multi-head self-attention over the voxels of a volume, optionally in windows.
 
     The volume is flattened to tokens ``(B, N, C)``; with ``window_size`` the volume is padded
-    to a multiple of the window and attention runs inside each non-overlapping window, so the
-    cost is linear in the volume. Position comes from the caller (a depthwise-conv position
-    encoding in :class:`HybridEncoderBlock`), so any input size works.
+    to a multiple of the window (padded voxels masked out as keys) and attention runs inside
+    each non-overlapping window, so the cost is linear in the volume. Position comes from the
+    caller (a depthwise-conv position encoding in :class:`HybridEncoderBlock`), so any input
+    size works.
 
     Args:
         dim: channels C; must be divisible by ``num_heads``.
@@ -122,17 +123,20 @@ class MultiHeadSelfAttention3d(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def _attend(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Attention over tokens ``(B', N, C) -> (B', N, C)``."""
+    def _attend(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention over tokens ``(B', N, C) -> (B', N, C)``; ``key_mask (B', N)`` True = keep."""
         qkv = rearrange(
             self.qkv(tokens), "b n (three h e) -> three b h n e", three=3, h=self.num_heads
         )
         q, k, v = qkv.unbind(0)
         drop = self.attn_drop if self.training else 0.0
+        mask = None if key_mask is None else rearrange(key_mask, "b n -> b 1 1 n")
         if self.fused:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
+            if mask is not None:
+                attn = attn.masked_fill(~mask, float("-inf"))
             attn = F.dropout(attn.softmax(dim=-1), drop, self.training)
             out = attn @ v
         return self.proj(rearrange(out, "b h n e -> b n (h e)"))
@@ -145,7 +149,20 @@ class MultiHeadSelfAttention3d(nn.Module):
             return rearrange(out, "b (d h w) c -> b c d h w", d=d, h=h, w=w)
         wd, wh, ww = (min(s, m) for s, m in zip(self.window_size, (d, h, w), strict=True))
         pad = [(-n) % s for n, s in zip((d, h, w), (wd, wh, ww), strict=True)]
+        key_mask = None
         if any(pad):
+            # Padded voxels must not be attended to: mask them as keys in every window.
+            valid = F.pad(
+                x.new_ones(1, 1, d, h, w, dtype=torch.bool), (0, pad[2], 0, pad[1], 0, pad[0])
+            )
+            key_mask = repeat(
+                valid[0, 0],
+                "(nd wd) (nh wh) (nw ww) -> (b nd nh nw) (wd wh ww)",
+                b=x.shape[0],
+                wd=wd,
+                wh=wh,
+                ww=ww,
+            )
             x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
         nd, nh, nw = (n // s for n, s in zip(x.shape[2:], (wd, wh, ww), strict=True))
         tokens = rearrange(
@@ -155,7 +172,7 @@ class MultiHeadSelfAttention3d(nn.Module):
             wh=wh,
             ww=ww,
         )
-        out = self._attend(tokens)
+        out = self._attend(tokens, key_mask)
         out = rearrange(
             out,
             "(b nd nh nw) (wd wh ww) c -> b c (nd wd) (nh wh) (nw ww)",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from hybrid_unet.models.blocks.layers import (
 )
 
 CONV_KINDS = ("conv", "resconv", "mbconv")
+ConvFactory = Callable[..., nn.Module]
 ATTENTION_KINDS = ("mhsa", "identity", "se", "conv")
 SHUFFLE_KINDS = ("shuffle", "identity", "se", "conv")
 
@@ -37,8 +39,12 @@ def make_conv_block(
     act: ActFactory,
     drop_path: float = 0.0,
     expand_ratio: float = 4.0,
+    se: bool = True,
 ) -> nn.Module:
-    """Build one conv block: ``conv`` (dense ConvNormAct), ``resconv`` or ``mbconv``."""
+    """Build one conv block: ``conv`` (dense ConvNormAct), ``resconv`` or ``mbconv``.
+
+    ``se`` switches the squeeze-excitation inside MBConv (an attention ablation).
+    """
     kind = lookup(kind, CONV_KINDS, "conv block")
     if kind == "conv":
         return ConvNormAct3d(in_channels, out_channels, kernel_size, stride, norm, act)
@@ -54,27 +60,34 @@ def make_conv_block(
         expand_ratio,
         norm,
         act,
-        se_layer=SqueezeExcitation3d,
+        se_layer=SqueezeExcitation3d if se else None,
         drop_path=drop_path,
     )
 
 
-def make_token_mixer(
-    kind: str, dim: int, num_heads: int, window_size: int | Sequence[int] | None
-) -> nn.Module | None:
-    """The attention component of a hybrid block, or an ablation of it.
+def token_mixer_factory(
+    kind: str, num_heads: int = 4, window_size: int | Sequence[int] | None = None
+) -> Callable[[int], nn.Module] | None:
+    """Resolve the attention component of a hybrid block (or an ablation of it) to a factory.
 
-    ``mhsa``: multi-head self-attention; ``identity``: none (the branch is skipped);
+    ``mhsa``: multi-head self-attention; ``identity``: None (the block skips the branch);
     ``se``: squeeze-excitation; ``conv``: pointwise 2x expand, depthwise 3x3x3, pointwise
     project, about the qkv + projection compute of the attention.
+
+    Returns:
+        ``factory(dim) -> nn.Module`` or None.
     """
     kind = lookup(kind, ATTENTION_KINDS, "attention")
     if kind == "mhsa":
-        return MultiHeadSelfAttention3d(dim, num_heads, window_size)
+        return partial(MultiHeadSelfAttention3d, num_heads=num_heads, window_size=window_size)
     if kind == "identity":
         return None
     if kind == "se":
-        return SqueezeExcitation3d(dim)
+        return SqueezeExcitation3d
+    return _conv_mixer
+
+
+def _conv_mixer(dim: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv3d(dim, 2 * dim, 1),
         nn.Conv3d(2 * dim, 2 * dim, 3, padding=1, groups=2 * dim),
@@ -94,6 +107,12 @@ class _GatedDepthwise(nn.Module):
         return x * torch.sigmoid(self.conv(x))
 
 
+def conv_block_factory(kind: str, expand_ratio: float = 4.0, se: bool = True) -> ConvFactory:
+    """Resolve a conv block kind once; the factory takes ``make_conv_block``'s other args."""
+    kind = lookup(kind, CONV_KINDS, "conv block")
+    return partial(make_conv_block, kind, expand_ratio=expand_ratio, se=se)
+
+
 def make_skip_attention(kind: str, channels: int, groups: int = 4) -> nn.Module:
     """Attention on decoder features: ``shuffle``, ``identity``, ``se`` or ``conv`` (gated)."""
     kind = lookup(kind, SHUFFLE_KINDS, "shuffle_attention")
@@ -108,6 +127,9 @@ def make_skip_attention(kind: str, channels: int, groups: int = 4) -> nn.Module:
     return _GatedDepthwise(channels)
 
 
+_MBCONV = partial(make_conv_block, "mbconv")
+
+
 class HybridEncoderBlock(nn.Module):
     """Conv block, then ``x + pos(x)``, ``x + attn(norm(x))``, ``x + mlp(norm(x))``.
 
@@ -116,15 +138,15 @@ class HybridEncoderBlock(nn.Module):
 
     Args:
         in_channels: input channels C.
-        out_channels: output channels; must be divisible by ``num_heads``.
+        out_channels: output channels (divisible by the attention heads).
         kernel_size: per-axis kernel of the conv path.
         stride: per-axis stride of the conv path.
-        num_heads: attention heads.
         norm: norm factory for the conv path.
         act: activation factory for the conv path.
-        conv: conv path kind, one of ``CONV_KINDS``.
-        attention: token mixer kind, one of ``ATTENTION_KINDS``.
-        window_size: None for global attention or the attention window.
+        conv_layer: factory ``(in, out, kernel, stride, norm, act, drop_path) -> nn.Module``
+            for the conv path (see :func:`conv_block_factory`).
+        attn_layer: factory ``(dim) -> nn.Module`` for the token mixer, or None to skip the
+            branch (see :func:`token_mixer_factory`).
         mlp_ratio: hidden width of the MLP relative to ``out_channels``.
         drop_path: stochastic depth of the residual branches.
 
@@ -137,12 +159,10 @@ class HybridEncoderBlock(nn.Module):
         out_channels: int,
         kernel_size: int | Sequence[int] = 3,
         stride: int | Sequence[int] = 1,
-        num_heads: int = 4,
         norm: NormFactory = nn.InstanceNorm3d,
         act: ActFactory = nn.GELU,
-        conv: str = "mbconv",
-        attention: str = "mhsa",
-        window_size: int | Sequence[int] | None = None,
+        conv_layer: ConvFactory = _MBCONV,
+        attn_layer: Callable[[int], nn.Module] | None = MultiHeadSelfAttention3d,
         mlp_ratio: float = 2.0,
         drop_path: float = 0.0,
     ) -> None:
@@ -150,8 +170,9 @@ class HybridEncoderBlock(nn.Module):
         if mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
         kernel = triple(kernel_size, "kernel_size")
-        self.conv = make_conv_block(
-            conv, in_channels, out_channels, kernel, triple(stride, "stride"), norm, act, drop_path
+        stride3 = triple(stride, "stride")
+        self.conv = conv_layer(
+            in_channels, out_channels, kernel, stride3, norm=norm, act=act, drop_path=drop_path
         )
         self.pos_embed = nn.Conv3d(
             out_channels,
@@ -160,7 +181,7 @@ class HybridEncoderBlock(nn.Module):
             padding=tuple(k // 2 for k in kernel),
             groups=out_channels,
         )
-        self.attn = make_token_mixer(attention, out_channels, num_heads, window_size)
+        self.attn = attn_layer(out_channels) if attn_layer is not None else None
         self.norm1 = LayerNorm3d(out_channels) if self.attn is not None else None
         hidden = max(1, round(out_channels * mlp_ratio))
         self.norm2 = LayerNorm3d(out_channels)

@@ -1,0 +1,102 @@
+"""The training loop in-process: every model and loss trains, time budgets, stop signals."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybrid_unet.engine import trainer as trainer_module
+from hybrid_unet.engine.checkpoint import load_checkpoint
+from tests.helpers import REPO, train_in_process
+
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+LOSSES = sorted(p.stem for p in (REPO / "conf" / "loss").glob("*.yaml"))
+ONE_EPOCH = ["trainer.max_epochs=1", "trainer.steps_per_epoch=2", "data.max_val_cases=1"]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains(model, tmp_path):
+    summary, _ = train_in_process([f"model={model}", *ONE_EPOCH], tmp_path)
+    assert summary["steps"] == 2 and summary["best_mean_dice"] is not None
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains(loss, tmp_path):
+    summary, _ = train_in_process([f"loss={loss}", *ONE_EPOCH], tmp_path)
+    assert summary["skipped_steps"] == 0
+    assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in _rows(tmp_path))
+
+
+@pytest.mark.slow
+def test_adaptive_loss_weights_reach_csv_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_in_process(["loss=adaptive_schedule", "trainer.max_epochs=2", "trainer.steps_per_epoch=2",
+                      "data.max_val_cases=1"], tmp_path)  # fmt: skip
+    rows = _rows(tmp_path)
+    weight_columns = [k for k in rows[0] if k.startswith("loss/weight/")]
+    assert weight_columns, rows[0].keys()
+    assert any(rows[0][k] != rows[1][k] for k in weight_columns)  # the schedule moved them
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert set(weight_columns) <= set(events.Tags()["scalars"])
+
+
+def test_final_validation_has_every_metric_per_class(tmp_path):
+    train_in_process(ONE_EPOCH, tmp_path)
+    row = _rows(tmp_path)[-1]
+    for name in ("dice", "iou", "precision", "recall", "hd95", "nsd"):
+        assert {f"{name}_1", f"{name}_2", f"{name}_3", f"mean_{name}"} <= row.keys()
+
+
+def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6))  # a fake clock: every reading is one second later
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    overrides = ["trainer.max_epochs=50", "trainer.steps_per_epoch=10", "trainer.val_every=100",
+                 "trainer.max_time_minutes=1.5", "data.max_val_cases=1"]  # fmt: skip
+    summary, trainer = train_in_process(overrides, tmp_path)
+    planned = trainer.state.planned_steps
+    assert 20 < planned < 500
+    assert summary["steps"] == planned
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monkeypatch):
+    train_in_process(["trainer.max_epochs=2", "run_name=a"], tmp_path / "a")
+    real_step = trainer_module.train_step
+    calls = {"n": 0}
+
+    def step_then_sigterm(*args, **kwargs):
+        calls["n"] += 1
+        result = real_step(*args, **kwargs)
+        if calls["n"] == 4:  # mid-way through epoch 2 (3 steps per epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    stopped, _ = train_in_process(["trainer.max_epochs=2"], tmp_path / "b")
+    assert stopped["steps"] == 4
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["state"]["step"] == 4
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    resumed, _ = train_in_process(
+        ["trainer.max_epochs=2", f"trainer.resume={tmp_path / 'b'}"], tmp_path / "b"
+    )
+    assert resumed["steps"] == 6
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    for key in ("step", "train_loss", "lr", "mean_dice"):  # elapsed_s differs, nothing else
+        assert [r[key] for r in _rows(tmp_path / "a")] == [r[key] for r in _rows(tmp_path / "b")]
