@@ -14,6 +14,11 @@ class DataError(Exception):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Raised in worker processes (validation, preprocessing): Exception's default pickling
+        # re-calls __init__ with the message alone, which fails and breaks the process pool.
+        return type(self), (self.path, self.problem)
+
 
 class DatasetValidationError(DataError):
     """Every problem found in a dataset, one line each, raised once after looking at all cases."""
@@ -22,3 +27,6 @@ class DatasetValidationError(DataError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(root, f"dataset has {len(self.problems)} problem(s):\n{lines}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problems)

@@ -114,3 +114,21 @@ def test_resample_image_coarse_axis_is_linear():
     assert linear.shape == cubic.shape == (1, 8, 6, 6)
     assert linear.min() >= 0 and linear.max() <= 1  # no overshoot
     assert cubic.min() < -1e-3  # a cubic spline rings at the step
+
+
+def test_data_error_from_a_worker_process_names_the_file(tmp_path, decathlon_writer):
+    # A DataError raised in a pool process must survive pickling, not break the pool.
+    import pickle
+
+    from hybrid_unet.data.errors import DataError
+
+    for error in (DataError("/x.nii.gz", "bad"), DatasetValidationError("/d", ["a", "b"])):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+    root = decathlon_writer(tmp_path / "tiny", num_cases=4)
+    layout = detect_layout(root)
+    plan = plan_experiment(compute_fingerprint(layout.cases, layout.modality, 0))
+    bad = root / "imagesTr" / "case_002.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated after planning, before preprocessing
+    with pytest.raises(DataError, match="case_002"):
+        preprocess_dataset(layout.cases, plan, tmp_path / "cache", num_workers=2)
