@@ -86,17 +86,17 @@ BREAKERS: dict[str, Callable[[Path, str], Path]] = {
 }
 
 
-def _train(root: Path, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
+def _train(root: Path, cache: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     return run_train(
         [
             "data=hippocampus",
             f"data.source.root={root}",
             f"data.source.cache_dir={cache}",
-            "data.source.num_workers=0",
             "data.num_classes=3",
             "+preset=quick_test",
             "trainer.max_epochs=1",
             "trainer.progress=false",
+            *extra,
         ],
         cwd=cwd,
     )
@@ -126,6 +126,17 @@ def test_bad_input_fails_cleanly(kind, tmp_path, decathlon_writer):
     _assert_clean_failure(result, bad, tmp_path)
     assert not list(cache.rglob("*.npy")), "a bad dataset was (partly) preprocessed"
     _assert_no_partial_files(cache)
+
+
+def test_error_in_a_worker_process_names_the_file(tmp_path, decathlon_writer):
+    # Validation off: the fingerprint's reader processes (data.source.num_workers=2) hit the
+    # truncated file themselves; their DataError must cross the process boundary intact.
+    root = decathlon_writer(tmp_path / "data", num_cases=4, shape=SHAPE)
+    bad = _truncated(root)
+    result = _train(root, tmp_path / "cache", tmp_path, "+data.source.validate=false")
+    _assert_clean_failure(result, bad, tmp_path)
+    assert "BrokenProcessPool" not in result.stderr, result.stderr
+    _assert_no_partial_files(tmp_path / "cache")
 
 
 def test_bad_file_added_keeps_existing_cache(tmp_path, decathlon_writer):
