@@ -23,7 +23,8 @@ from hybrid_unet.config.validate import check_config
 from hybrid_unet.engine import build
 from hybrid_unet.engine.step import train_step
 
-CONF = Path(__file__).resolve().parents[1] / "conf"  # this checkout's configs, not the installed ones
+# This checkout's configs, not those of the installed package.
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
