@@ -48,3 +48,12 @@ def test_cfg_job_prints_preset(preset, tmp_path):
     result = run_train([f"+preset={preset}", "--cfg", "job"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "max_epochs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+)
+def test_experiment_composes_and_passes_checks(experiment, tmp_path):
+    cfg = compose_config([f"+experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    resolved = check_config(cfg)
+    assert resolved["trainer"]["max_time_minutes"] is not None
