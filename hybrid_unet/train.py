@@ -44,10 +44,27 @@ def train(cfg: DictConfig) -> float:
         _exit_on_user_error(exc)
         raise
     best = summary["best_mean_dice"]
-    best_text = "n/a" if best is None else f"{best:.4f}"
-    print(f"Done: best mean Dice {best_text} (epoch {summary['best_epoch']}), "
-          f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; run dir {run_dir}")  # fmt: skip
+    print(summary_lines(summary))
     return float("nan") if best is None else best
+
+
+def summary_lines(summary: dict) -> str:
+    """The closing lines of a run: best metrics, cost, time."""
+    best = summary["best_mean_dice"]
+    best_text = "n/a" if best is None else f"{best:.4f}"
+    flops = summary.get("flops_per_patch")
+    flops_text = "n/a" if flops is None else f"{flops / 1e9:.2f} GFLOP"
+    monitored = summary["best_metric"]
+    lines = [
+        f"Done: best mean Dice {best_text} (best {summary['monitor']} "
+        f"{'n/a' if monitored is None else f'{monitored:.4f}'} at epoch {summary['best_epoch']}), "
+        f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; "
+        f"run dir {summary['run_dir']}",
+        f"  parameters {summary['parameters']:,}, forward {flops_text} per patch, "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB, {summary['seconds_per_epoch']:.1f} s "
+        f"per epoch, {summary['train_seconds']:.0f} s compute in all",
+    ]
+    return "\n".join(lines)
 
 
 def _discard_if_empty(run_dir: Path) -> None:
@@ -123,6 +140,10 @@ def _user_error(exc: Exception) -> str | None:
     if isinstance(exc, HydraException | OmegaConfBaseException):
         return describe_exception(exc)
     if isinstance(exc, FileNotFoundError | DataError):
+        return str(exc)
+    from hybrid_unet.engine.step import TrainingDiverged
+
+    if isinstance(exc, TrainingDiverged):
         return str(exc)
     return None
 
