@@ -2,6 +2,11 @@
 
 Resume a run with ``trainer.resume=<run dir>``: the run's own overrides are replayed, the new
 ones win, and the run continues in its own dir.
+
+Sweeps: ``python -m hybrid_unet.train -m run_name=NAME loss=dice_ce,dice_focal
+optimizer.lr=1e-3,3e-3`` runs one job per combination in ``<runs>/multirun/NAME/`` and writes
+``sweep_summary.csv`` there. Running the same command again skips finished jobs and resumes
+the others from their checkpoints (give ``run_name``: the default is a timestamp).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from pathlib import Path
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
 from hybrid_unet.data.errors import DataError
+from hybrid_unet.engine.sweep import finished_summary
 
 register_configs()
 _HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
@@ -31,6 +38,13 @@ def train(cfg: DictConfig) -> float:
     from hybrid_unet.engine.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-run sweep picks up where it was
+        done = finished_summary(run_dir)
+        if done is not None:
+            print(f"Skipping {run_dir}: finished before (summary.json).")
+            return float("nan") if done["best_mean_dice"] is None else done["best_mean_dice"]
+        if cfg.trainer.resume is None and (run_dir / "checkpoints").is_dir():
+            cfg.trainer.resume = "auto"
     try:
         resolved = check_config(cfg)
         try:
@@ -95,6 +109,14 @@ def resume_argv(argv: list[str]) -> list[str]:
     return [*old, *argv, f"hydra.run.dir={run_dir}"]
 
 
+def sweep_argv(argv: list[str]) -> list[str]:
+    """A multirun gets the sweep-summary callback unless ``hydra/callbacks`` is chosen."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun and not any(_override_key(a).startswith("hydra/callbacks") for a in argv):
+        return [*argv, "hydra/callbacks=sweep_summary"]
+    return argv
+
+
 def _override_key(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("+~")
 
@@ -105,7 +127,7 @@ def main() -> None:
     if user_wants_traceback:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
-    sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *sweep_argv(resume_argv(sys.argv[1:]))]
     try:
         train()
     except Exception as exc:
