@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -52,11 +53,14 @@ def train(cfg: DictConfig) -> float:
         except ValueError as exc:  # constructors validate their arguments
             raise ConfigError([f"invalid configuration: {exc}"]) from exc
         summary = trainer.fit()
+        trainer.close()
     except Exception as exc:
         # Caught here, not only in main(): Hydra prints an extra line for a failing job.
         _discard_if_empty(run_dir)
         _exit_on_user_error(exc)
         raise
+    if not summary:  # a data-parallel rank other than 0
+        return float("nan")
     best = summary["best_mean_dice"]
     print(summary_lines(summary))
     return float("nan") if best is None else best
@@ -117,6 +121,25 @@ def sweep_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def torchrun_argv(argv: list[str]) -> list[str]:
+    """Under torchrun every rank runs Hydra: give them one run dir, and let only rank 0 write.
+
+    ``run_name`` defaults to ``TORCHELASTIC_RUN_ID``, which plain ``torchrun`` (without
+    ``--standalone`` or ``--rdzv-id``) leaves at ``none``; then the ranks, children of one
+    torchrun agent, name the run after its process id.
+    """
+    if "LOCAL_RANK" not in os.environ:
+        return argv
+    extra = []
+    named = any(_override_key(a) == "run_name" for a in argv)
+    if not named and os.environ.get("TORCHELASTIC_RUN_ID", "none") == "none":
+        extra.append(f"run_name=torchrun-{time.strftime('%Y-%m-%d')}-{os.getppid()}")
+    if os.environ.get("RANK", "0") != "0":  # Hydra would write .hydra/ and train.log too
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                  "hydra/hydra_logging=disabled"]  # fmt: skip
+    return [*argv, *extra]
+
+
 def _override_key(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("+~")
 
@@ -127,7 +150,7 @@ def main() -> None:
     if user_wants_traceback:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
-    sys.argv = [sys.argv[0], *sweep_argv(resume_argv(sys.argv[1:]))]
+    sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
     try:
         train()
     except Exception as exc:

@@ -17,6 +17,7 @@ from hybrid_unet.data.patches import PatchDataset, StepSampler
 from hybrid_unet.data.planning import apply_plan
 from hybrid_unet.data.splits import load_or_create_splits
 from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.engine.distributed import RankSampler
 from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
 
 _PLANNED = ("strides", "kernel_sizes")
@@ -63,8 +64,10 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     return TrainingData(source, train_names=fold["train"], val_names=val, plan=plan_dict)
 
 
-def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLoader:
-    """An endless loader whose batch ``n`` depends only on ``(seed, n)``."""
+def build_train_loader(
+    cfg: dict, data: TrainingData, start_step: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """An endless loader whose batch ``n`` depends only on ``(seed, n)`` (and the rank)."""
     d = cfg["data"]
     transform = instantiate(d["augmentation"]) if d["augmentation"] else None
     dataset = PatchDataset(
@@ -75,7 +78,9 @@ def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLo
     return DataLoader(
         dataset,
         batch_size=d["batch_size"],
-        sampler=StepSampler(start_step * d["batch_size"]),
+        sampler=StepSampler(start_step * d["batch_size"])
+        if world_size == 1
+        else RankSampler(start_step, d["batch_size"], rank, world_size),
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,

@@ -84,11 +84,16 @@ class CheckpointManager:
         return atomic_save(payload, last)
 
     def after_epoch(
-        self, state: Any, metrics: dict[str, float], payload: Callable[[], dict[str, Any]]
+        self,
+        state: Any,
+        metrics: dict[str, float],
+        payload: Callable[[], dict[str, Any]],
+        write: bool = True,
     ) -> list[Path]:
         """Update ``state.best_*`` / ``state.top_k`` and write best, top-k and every-N files.
 
-        ``payload`` builds the checkpoint (called after ``state`` is updated).
+        ``payload`` builds the checkpoint (called after ``state`` is updated); ``write=False``
+        only updates ``state`` (data-parallel ranks other than 0).
         """
         to_write: list[str] = []
         if self.every_n_epochs and state.epoch % self.every_n_epochs == 0:
@@ -107,7 +112,7 @@ class CheckpointManager:
                 if any(e[1] == state.epoch for e in keep):
                     to_write.append(f"top-epoch{state.epoch:04d}.pt")
                 state.top_k = keep
-        if not to_write and not stale:
+        if not write or (not to_write and not stale):
             return []
         obj = payload()
         written = [atomic_save(obj, self.dir / name) for name in to_write]

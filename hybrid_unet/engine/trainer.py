@@ -23,6 +23,13 @@ from hybrid_unet.engine.checkpoint import (
     set_rng_state,
     unwrap_model,
 )  # fmt: skip
+from hybrid_unet.engine.distributed import (
+    any_rank,
+    gather_lists,
+    init_distributed,
+    mean_over_ranks,
+    weights_digest,
+)  # fmt: skip
 from hybrid_unet.engine.ema import ModelEMA
 from hybrid_unet.engine.manager import CheckpointManager, find_resumable, improves
 from hybrid_unet.engine.resources import model_cost, peak_memory_mb
@@ -45,6 +52,13 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = build.resolve_device(self.t["device"])
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled:
+            if self.t["max_time_minutes"] is not None:
+                raise ValueError("trainer.max_time_minutes is not supported under torchrun yet")
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.dist.local_rank)
+                torch.cuda.set_device(self.device)
         if self.t["num_threads"]:
             torch.set_num_threads(self.t["num_threads"])
         torch.use_deterministic_algorithms(self.t["deterministic"], warn_only=True)
@@ -68,35 +82,44 @@ class Trainer:
         self.encoder = build.encoder_parameters(self.model) if frozen else []
         self.state = TrainState(best_metric=self.ckpts.worst())
         self.net = torch.compile(self.model) if self.t["compile"] else self.model
+        if self.dist.enabled:  # compile first, then wrap (DDP's hooks see compiled graphs)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Unused parameters: deep-supervision heads whose outputs the loss drops.
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=ids, find_unused_parameters=True
+            )
+        self.stopping = False  # a stop signal reached (on any rank)
         resume_from = resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(*resume_from) if resume_from else None
         resume_step = self.state.step if resume_from else None
-        self.logger = build_loggers(cfg["logger"], self.run_dir, resume_step, logger_states, cfg)
+        loggers = cfg["logger"] if self.dist.is_main else {}  # only rank 0 logs
+        self.logger = build_loggers(loggers, self.run_dir, resume_step, logger_states, cfg)
 
     def fit(self) -> dict[str, Any]:
         """Train to ``max_epochs`` (or the time budget, early stop or a stop signal)."""
         t, state = self.t, self.state
         start_batch = state.step * t["accumulate_grad_batches"]
-        batches = iter(build.build_train_loader(self.cfg, self.data, start_batch))
-        val_cases = [self.data.source.load(n) for n in self.data.val_names]
+        rank, world = self.dist.rank, self.dist.world_size
+        batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
+        val_cases = [self.data.source.load(n) for n in self.data.val_names[rank::world]]
         stop = StopRequest().install()
         self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
         try:
-            while not self.finished() and not stop.requested:
+            while not self.finished() and not self.stopping:
                 self.loss_fn.update(state.epoch, t["max_epochs"])
                 self.model.train()
                 for p in self.encoder:  # a function of the epoch, so resumes agree
                     p.requires_grad_(state.epoch >= t["freeze_encoder_epochs"])
                 grad_norm = self.train_epoch(batches, stop)
-                if stop.requested and state.epoch_steps < t["steps_per_epoch"]:
-                    self.ckpts.save_last(self.payload())  # mid-epoch: resume continues here
+                if self.stopping and state.epoch_steps < t["steps_per_epoch"]:
+                    self.save_last()  # mid-epoch: resume continues here
                     break
                 self.end_epoch(val_cases, grad_norm)
         finally:
             stop.uninstall()
             self.logger.close()
-        if stop.requested:
-            print(f"Stopped by {stop.requested} at step {state.step} (saved "
+        if self.stopping and self.dist.is_main:
+            print(f"Stopped by {stop.requested or 'a signal to another rank'} at step {state.step} (saved "
                   f"{self.ckpt_dir / 'last.pt'}); resume with trainer.resume={self.run_dir}")  # fmt: skip
         elif state.stop_reason:
             print(f"Stopped early: {state.stop_reason}")
@@ -138,16 +161,24 @@ class Trainer:
                 )
             if state.step == _CALIBRATION_STEPS:
                 self.fit_schedule_to_time_budget()
-            if stop.requested or state.step >= self.total_steps():
+            self.stopping = any_rank(stop.requested is not None, self.dist)
+            if self.stopping or state.step >= self.total_steps():
                 break
         return grad_norm
+
+    def close(self) -> None:
+        """Leave the process group (torchrun)."""
+        if self.dist.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     def end_epoch(self, val_cases: list, grad_norm: float) -> None:
         """Log the epoch, validate when due, write ``last`` (and best, top-k, every N)."""
         t, state = self.t, self.state
         metrics = {
             "epoch": state.epoch + 1,
-            "train_loss": state.epoch_loss_sum / max(state.epoch_steps, 1),
+            "train_loss": mean_over_ranks(
+                state.epoch_loss_sum / max(state.epoch_steps, 1), self.dist
+            ),
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "elapsed_s": state.elapsed_seconds,
@@ -162,16 +193,21 @@ class Trainer:
                 metrics.update(
                     self.validate(val_cases, t["final_val_metrics" if last else "val_metrics"])
                 )
-                images = self.panels(val_cases[:1]) if t["log_images"] else {}
+                images = self.panels(val_cases[:1]) if t["log_images"] and self.dist.is_main else {}
             state.elapsed_seconds = metrics["elapsed_s"] = time.perf_counter() - self.started
             state.best_mean_dice = max(state.best_mean_dice, metrics["mean_dice"])
             self.check_early_stopping(metrics)
             if self.plateau:
                 self.scheduler.step(self.ckpts.monitored(metrics))
-        self.ckpts.after_epoch(state, metrics, lambda: self.payload(metrics))
+        if self.dist.is_main:  # the other ranks update the state the same way, and write nothing
+            self.ckpts.after_epoch(state, metrics, lambda: self.payload(metrics))
+        else:
+            self.ckpts.after_epoch(state, metrics, lambda: {}, write=False)
         self.logger.log_scalars(metrics, state.step)
         self.logger.log_images(images, state.step)
-        self.ckpts.save_last(self.payload(metrics))
+        self.save_last(metrics)
+        if not self.dist.is_main:
+            return
         shown = {k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "mean_dice")}
         print(
             f"epoch {state.epoch}/{t['max_epochs']} "
@@ -203,7 +239,7 @@ class Trainer:
             self.model, val_cases, d["num_classes"], tuple(d["patch_size"]), self.device,
             self.t["precision"] if self.t["precision"] != "fp16" else "fp32",
             self.t["val_overlap"], self.t["val_sw_batch_size"], tuple(names),
-            self.t["val_tolerance_mm"],
+            self.t["val_tolerance_mm"], lambda cases: gather_lists(cases, self.dist),
         )  # fmt: skip
 
     def panels(self, cases: list) -> dict[str, np.ndarray]:
@@ -258,6 +294,11 @@ class Trainer:
         budget = self.t["max_time_minutes"]
         return budget is not None and self.state.elapsed_seconds >= 60.0 * budget
 
+    def save_last(self, metrics: dict[str, float] | None = None) -> None:
+        """``last.pt`` (rank 0 only)."""
+        if self.dist.is_main:
+            self.ckpts.save_last(self.payload(metrics))
+
     def payload(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """Everything a resume needs, plus metadata (``torch.load(weights_only=True)``-safe)."""
         return {
@@ -302,6 +343,9 @@ class Trainer:
         on its own), which is what a re-run sweep checks before skipping a job.
         """
         s, d = self.state, self.cfg["data"]
+        digests = gather_lists([weights_digest(unwrap_model(self.model))], self.dist)
+        if not self.dist.is_main:
+            return {}
         best = None if math.isinf(s.best_metric) else s.best_metric
         summary = {
             "complete": self.finished() and not s.epoch_steps,
@@ -318,6 +362,8 @@ class Trainer:
             "seconds_per_epoch": round(s.elapsed_seconds / max(s.epoch, 1), 2),
             "train_seconds": round(s.elapsed_seconds, 1),
             "run_dir": str(self.run_dir),
+            "world_size": self.dist.world_size,
+            "weight_digests": digests,  # one per rank: equal when the ranks are in sync
         }
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
