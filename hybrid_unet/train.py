@@ -11,6 +11,7 @@ the others from their checkpoints (give ``run_name``: the default is a timestamp
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -30,6 +31,8 @@ from hybrid_unet.data.errors import DataError
 from hybrid_unet.engine.sweep import finished_summary
 
 register_configs()
+# Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 _HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
 
 
