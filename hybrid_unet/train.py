@@ -2,26 +2,37 @@
 
 Resume a run with ``trainer.resume=<run dir>``: the run's own overrides are replayed, the new
 ones win, and the run continues in its own dir.
+
+Sweeps: ``python -m hybrid_unet.train -m run_name=NAME loss=dice_ce,dice_focal
+optimizer.lr=1e-3,3e-3`` runs one job per combination in ``<runs>/multirun/NAME/`` and writes
+``sweep_summary.csv`` there. Running the same command again skips finished jobs and resumes
+the others from their checkpoints (give ``run_name``: the default is a timestamp).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
 from hybrid_unet.data.errors import DataError
+from hybrid_unet.engine.sweep import finished_summary
 
 register_configs()
+# Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 _HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
 
 
@@ -31,6 +42,13 @@ def train(cfg: DictConfig) -> float:
     from hybrid_unet.engine.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-run sweep picks up where it was
+        done = finished_summary(run_dir)
+        if done is not None:
+            print(f"Skipping {run_dir}: finished before (summary.json).")
+            return float("nan") if done["best_mean_dice"] is None else done["best_mean_dice"]
+        if cfg.trainer.resume is None and (run_dir / "checkpoints").is_dir():
+            cfg.trainer.resume = "auto"
     try:
         resolved = check_config(cfg)
         try:
@@ -38,16 +56,36 @@ def train(cfg: DictConfig) -> float:
         except ValueError as exc:  # constructors validate their arguments
             raise ConfigError([f"invalid configuration: {exc}"]) from exc
         summary = trainer.fit()
+        trainer.close()
     except Exception as exc:
         # Caught here, not only in main(): Hydra prints an extra line for a failing job.
         _discard_if_empty(run_dir)
         _exit_on_user_error(exc)
         raise
+    if not summary:  # a data-parallel rank other than 0
+        return float("nan")
+    best = summary["best_mean_dice"]
+    print(summary_lines(summary))
+    return float("nan") if best is None else best
+
+
+def summary_lines(summary: dict) -> str:
+    """The closing lines of a run: best metrics, cost, time."""
     best = summary["best_mean_dice"]
     best_text = "n/a" if best is None else f"{best:.4f}"
-    print(f"Done: best mean Dice {best_text} (epoch {summary['best_epoch']}), "
-          f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; run dir {run_dir}")  # fmt: skip
-    return float("nan") if best is None else best
+    flops = summary.get("flops_per_patch")
+    flops_text = "n/a" if flops is None else f"{flops / 1e9:.2f} GFLOP"
+    monitored = summary["best_metric"]
+    lines = [
+        f"Done: best mean Dice {best_text} (best {summary['monitor']} "
+        f"{'n/a' if monitored is None else f'{monitored:.4f}'} at epoch {summary['best_epoch']}), "
+        f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; "
+        f"run dir {summary['run_dir']}",
+        f"  parameters {summary['parameters']:,}, forward {flops_text} per patch, "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB, {summary['seconds_per_epoch']:.1f} s "
+        f"per epoch, {summary['train_seconds']:.0f} s compute in all",
+    ]
+    return "\n".join(lines)
 
 
 def _discard_if_empty(run_dir: Path) -> None:
@@ -78,6 +116,33 @@ def resume_argv(argv: list[str]) -> list[str]:
     return [*old, *argv, f"hydra.run.dir={run_dir}"]
 
 
+def sweep_argv(argv: list[str]) -> list[str]:
+    """A multirun gets the sweep-summary callback unless ``hydra/callbacks`` is chosen."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun and not any(_override_key(a).startswith("hydra/callbacks") for a in argv):
+        return [*argv, "hydra/callbacks=sweep_summary"]
+    return argv
+
+
+def torchrun_argv(argv: list[str]) -> list[str]:
+    """Under torchrun every rank runs Hydra: give them one run dir, and let only rank 0 write.
+
+    ``run_name`` defaults to ``TORCHELASTIC_RUN_ID``, which plain ``torchrun`` (without
+    ``--standalone`` or ``--rdzv-id``) leaves at ``none``; then the ranks, children of one
+    torchrun agent, name the run after its process id.
+    """
+    if "LOCAL_RANK" not in os.environ:
+        return argv
+    extra = []
+    named = any(_override_key(a) == "run_name" for a in argv)
+    if not named and os.environ.get("TORCHELASTIC_RUN_ID", "none") == "none":
+        extra.append(f"run_name=torchrun-{time.strftime('%Y-%m-%d')}-{os.getppid()}")
+    if os.environ.get("RANK", "0") != "0":  # Hydra would write .hydra/ and train.log too
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                  "hydra/hydra_logging=disabled"]  # fmt: skip
+    return [*argv, *extra]
+
+
 def _override_key(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("+~")
 
@@ -88,7 +153,7 @@ def main() -> None:
     if user_wants_traceback:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
-    sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
     try:
         train()
     except Exception as exc:
@@ -123,6 +188,10 @@ def _user_error(exc: Exception) -> str | None:
     if isinstance(exc, HydraException | OmegaConfBaseException):
         return describe_exception(exc)
     if isinstance(exc, FileNotFoundError | DataError):
+        return str(exc)
+    from hybrid_unet.engine.step import TrainingDiverged
+
+    if isinstance(exc, TrainingDiverged):
         return str(exc)
     return None
 

@@ -52,6 +52,34 @@ class DataConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Which checkpoints a run keeps (``last.pt`` and ``last-prev.pt`` always)."""
+
+    monitor: str = "mean_dice"
+    """Validation metric (a metrics.csv column) that picks ``best.pt`` and the top k."""
+    mode: str = "max"
+    """``max`` when a higher ``monitor`` is better, ``min`` when lower is."""
+    save_top_k: int = 1
+    """Best checkpoints kept: 0 none, 1 ``best.pt``, k > 1 also ``top-epochNNNN.pt``, -1 all."""
+    every_n_epochs: int | None = None
+    """Also keep ``epoch-NNNN.pt`` every N epochs (``null``: never)."""
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when a validation metric stops improving (on once ``patience`` is set)."""
+
+    monitor: str = "mean_dice"
+    """Validation metric watched."""
+    mode: str = "max"
+    """``max`` when higher is better, ``min`` when lower is."""
+    patience: int | None = None
+    """Validations without improvement before stopping (``null``: never stop early)."""
+    min_delta: float = 0.0
+    """Smallest change that counts as an improvement."""
+
+
+@dataclass
 class TrainerConfig:
     """The training loop."""
 
@@ -94,6 +122,20 @@ class TrainerConfig:
     """Wrap the model in ``torch.compile``."""
     pretrained: str | None = None
     """Checkpoint whose matching weights initialise the model (fine-tuning)."""
+    freeze_encoder_epochs: int = 0
+    """Fine-tuning: train only the decoder and heads for the first N epochs."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint strategy: monitored metric, top k, every N epochs."""
+    early_stopping: EarlyStoppingConfig | None = field(default_factory=EarlyStoppingConfig)
+    """Stop when a monitored metric stalls: ``trainer.early_stopping.patience=10``."""
+    max_bad_steps: int = 20
+    """Stop after this many consecutive steps with a non-finite loss or gradient norm."""
+    accumulate_grad_batches: int = 1
+    """Batches whose gradients are summed (averaged) into one optimizer step."""
+    log_images: bool = True
+    """Log a middle-slice panel (image, label, prediction) of one case at every validation."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights and validate with it (e.g. 0.999)."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from hybrid_unet.data.patches import PatchDataset, StepSampler
 from hybrid_unet.data.planning import apply_plan
 from hybrid_unet.data.splits import load_or_create_splits
 from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.engine.distributed import RankSampler
 from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
 
 _PLANNED = ("strides", "kernel_sizes")
@@ -63,8 +64,10 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     return TrainingData(source, train_names=fold["train"], val_names=val, plan=plan_dict)
 
 
-def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLoader:
-    """An endless loader whose batch ``n`` depends only on ``(seed, n)``."""
+def build_train_loader(
+    cfg: dict, data: TrainingData, start_step: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """An endless loader whose batch ``n`` depends only on ``(seed, n)`` (and the rank)."""
     d = cfg["data"]
     transform = instantiate(d["augmentation"]) if d["augmentation"] else None
     dataset = PatchDataset(
@@ -75,7 +78,9 @@ def build_train_loader(cfg: dict, data: TrainingData, start_step: int) -> DataLo
     return DataLoader(
         dataset,
         batch_size=d["batch_size"],
-        sampler=StepSampler(start_step * d["batch_size"]),
+        sampler=StepSampler(start_step * d["batch_size"])
+        if world_size == 1
+        else RankSampler(start_step, d["batch_size"], rank, world_size),
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
@@ -130,9 +135,33 @@ def build_loss(cfg: dict) -> DeepSupervisionLoss:
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module, loss: torch.nn.Module):
-    """Optimizer over the model's and the loss's parameters (learned loss weights)."""
-    params = list(model.parameters()) + list(loss.parameters())
-    return instantiate(cfg["optimizer"])(params)
+    """Optimizer over the model's and the loss's parameters (learned loss weights).
+
+    Weight decay applies to weight matrices and kernels only (see :func:`param_groups`).
+    """
+    return instantiate(cfg["optimizer"])(param_groups(model, loss))
+
+
+def param_groups(model: torch.nn.Module, *others: torch.nn.Module) -> list[dict]:
+    """Two groups: decayed (weights of 2+ dims) and not decayed (``weight_decay=0``).
+
+    Exempt: biases, every parameter of a normalisation layer, any 1-D parameter (scales,
+    gains, learned loss weights), the parameters of ``others`` and the names a model lists in
+    its own ``no_weight_decay()`` (position tables, as timm does). Decaying a norm's scale
+    towards zero fights the normalisation and only slows training.
+    """
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    decay, no_decay = [], []
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            full = f"{module_name}.{name}" if module_name else name
+            exempt = param.ndim <= 1 or isinstance(module, norms) or name == "bias"
+            (no_decay if exempt or full in skip else decay).append(param)
+    no_decay += [p for other in others for p in other.parameters() if p.requires_grad]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
@@ -141,3 +170,24 @@ def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
     if "total_steps" in node and node["total_steps"] is None:
         node["total_steps"] = cfg["trainer"]["max_epochs"] * cfg["trainer"]["steps_per_epoch"]
     return instantiate(node)(optimizer)
+
+
+def steps_per_validation(scheduler) -> bool:
+    """Reduce-on-plateau follows the validation metric, not the step count."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)  # WarmupPlateau
+
+
+def encoder_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The encoder's parameters: ``model.encoder_parameters()``, else all but ``model.decoder``.
+
+    Raises:
+        ConfigError: the model has neither (``trainer.freeze_encoder_epochs`` cannot apply).
+    """
+    if hasattr(model, "encoder_parameters"):
+        return list(model.encoder_parameters())
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, torch.nn.Module):
+        raise ConfigError([f"config key 'trainer.freeze_encoder_epochs': {type(model).__name__} "
+                           "has no 'decoder' module to tell its encoder apart"])  # fmt: skip
+    in_decoder = {id(p) for p in decoder.parameters()}
+    return [p for p in model.parameters() if id(p) not in in_decoder]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
 class TrainState:
-    """Where a run is. ``step`` counts optimizer steps; ``epoch`` counts finished epochs."""
+    """Where a run is. ``step`` counts optimizer steps; ``epoch`` counts finished epochs.
+
+    ``best_metric`` and ``best_epoch`` follow ``trainer.checkpoint.monitor``.
+    """
 
     epoch: int = 0
     step: int = 0
@@ -18,6 +21,12 @@ class TrainState:
     epoch_steps: int = 0
     skipped_steps: int = 0
     planned_steps: int = 0  # set when a time budget sized the run (0: the whole run)
+    best_mean_dice: float = float("-inf")  # reported in the summary whatever is monitored
+    top_k: list = field(default_factory=list)  # [value, epoch, file name] of kept checkpoints
+    stale_validations: int = 0  # early stopping: validations since the last improvement
+    early_stop_best: float | None = None
+    bad_steps_in_row: int = 0  # consecutive non-finite steps
+    stop_reason: str = ""  # why the run ended early ("" while running or after max_epochs)
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -15,6 +16,10 @@ def autocast_context(precision: str, device: torch.device) -> AbstractContextMan
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient norm."""
 
 
 @dataclass
@@ -31,27 +36,30 @@ def train_step(
     loss_fn: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    batch: dict[str, torch.Tensor],
+    batches: list[dict[str, torch.Tensor]],
     precision: str,
     grad_clip: float | None,
 ) -> StepResult:
-    """Forward, backward, clip, finite check, step, zero grads.
+    """Forward and backward over ``batches`` (gradient accumulation), clip, finite check, step.
 
+    Each batch's loss is divided by ``len(batches)``, so the step follows the mean gradient.
     A step whose loss or gradient norm is not finite changes no weights and reports
     ``skipped=True``; the scaler (fp16 only) handles its own overflow steps.
     """
-    device = batch["image"].device
-    with autocast_context(precision, device):
-        output = model(batch["image"])
-        loss = loss_fn(output, batch["label"])
-    scaler.scale(loss).backward()
+    total = 0.0
+    for batch in batches:
+        with autocast_context(precision, batch["image"].device):
+            output = model(batch["image"])
+            loss = loss_fn(output, batch["label"]) / len(batches)
+        scaler.scale(loss).backward()
+        total += float(loss.detach())
     scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     max_norm = grad_clip if grad_clip is not None else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+    finite = math.isfinite(total) and bool(torch.isfinite(grad_norm))
     if finite or scaler.is_enabled():
         scaler.step(optimizer)  # with fp16 the scaler itself skips non-finite steps
         scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=float(loss.detach()), grad_norm=float(grad_norm), skipped=not finite)
+    return StepResult(loss=total, grad_norm=float(grad_norm), skipped=not finite)

@@ -6,26 +6,39 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import (
-    atomic_save,
+    atomic_write_text,
     checkpoint_metadata,
     load_checkpoint,
     rng_state,
     set_rng_state,
     unwrap_model,
 )  # fmt: skip
+from hybrid_unet.engine.distributed import (
+    any_rank,
+    gather_lists,
+    init_distributed,
+    mean_over_ranks,
+    weights_digest,
+)  # fmt: skip
+from hybrid_unet.engine.ema import ModelEMA
+from hybrid_unet.engine.manager import CheckpointManager, find_resumable, improves
+from hybrid_unet.engine.resources import model_cost, peak_memory_mb
 from hybrid_unet.engine.signals import StopRequest
 from hybrid_unet.engine.state import TrainState
-from hybrid_unet.engine.step import train_step
-from hybrid_unet.engine.validation import validate
+from hybrid_unet.engine.step import TrainingDiverged, train_step
+from hybrid_unet.engine.validation import predict_case, validate
 from hybrid_unet.logging.base import build_loggers
+from hybrid_unet.logging.panels import slice_panel
 
 _CALIBRATION_STEPS = 20  # steps timed before a time budget sizes the run
 
@@ -39,96 +52,186 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = build.resolve_device(self.t["device"])
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled:
+            if self.t["max_time_minutes"] is not None:
+                raise ValueError("trainer.max_time_minutes is not supported under torchrun yet")
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.dist.local_rank)
+                torch.cuda.set_device(self.device)
         if self.t["num_threads"]:
             torch.set_num_threads(self.t["num_threads"])
         torch.use_deterministic_algorithms(self.t["deterministic"], warn_only=True)
         torch.manual_seed(cfg["seed"])
+        if self.t["accumulate_grad_batches"] < 1 or self.t["max_bad_steps"] < 1:
+            raise ValueError(
+                "trainer.accumulate_grad_batches and trainer.max_bad_steps must be >= 1"
+            )
 
         self.data = build.build_data(cfg, self.run_dir)  # may fill planned values into cfg
         self.model = build.build_model(cfg).to(self.device)
         self.loss_fn = build.build_loss(cfg).to(self.device)
         self.optimizer = build.build_optimizer(cfg, self.model, self.loss_fn)
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
+        self.plateau = build.steps_per_validation(self.scheduler)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
-        self.state = TrainState()
+        self.ema = ModelEMA(self.model, self.t["ema_decay"]) if self.t["ema_decay"] else None
+        self.ckpts = CheckpointManager(self.ckpt_dir, **self.t["checkpoint"])
+        self.early_stopping = self.t["early_stopping"]
+        frozen = self.t["freeze_encoder_epochs"]
+        self.encoder = build.encoder_parameters(self.model) if frozen else []
+        self.state = TrainState(best_metric=self.ckpts.worst())
         self.net = torch.compile(self.model) if self.t["compile"] else self.model
+        if self.dist.enabled:  # compile first, then wrap (DDP's hooks see compiled graphs)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Unused parameters: deep-supervision heads whose outputs the loss drops.
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=ids, find_unused_parameters=True
+            )
+        self.stopping = False  # a stop signal reached (on any rank)
         resume_from = resolve_resume(self.t["resume"], self.run_dir)
-        logger_states = self.load(resume_from) if resume_from else None
-        self.logger = build_loggers(
-            cfg["logger"], self.run_dir, self.state.step if resume_from else None, logger_states
-        )
+        logger_states = self.load(*resume_from) if resume_from else None
+        resume_step = self.state.step if resume_from else None
+        loggers = cfg["logger"] if self.dist.is_main else {}  # only rank 0 logs
+        self.logger = build_loggers(loggers, self.run_dir, resume_step, logger_states, cfg)
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``max_epochs`` (or the time budget, or a stop signal); returns the summary."""
+        """Train to ``max_epochs`` (or the time budget, early stop or a stop signal)."""
         t, state = self.t, self.state
-        batches = iter(build.build_train_loader(self.cfg, self.data, state.step))
-        val_cases = [self.data.source.load(n) for n in self.data.val_names]
+        start_batch = state.step * t["accumulate_grad_batches"]
+        rank, world = self.dist.rank, self.dist.world_size
+        batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
+        val_cases = [self.data.source.load(n) for n in self.data.val_names[rank::world]]
         stop = StopRequest().install()
         self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
         try:
-            while not self.finished() and not stop.requested:
+            while not self.finished() and not self.stopping:
                 self.loss_fn.update(state.epoch, t["max_epochs"])
                 self.model.train()
-                todo = t["steps_per_epoch"] - state.epoch_steps
-                bar = tqdm(range(todo), desc=f"epoch {state.epoch + 1}/{t['max_epochs']}",
-                           disable=not t["progress"], leave=False, file=sys.stdout)  # fmt: skip
-                for _ in bar:
-                    batch = {
-                        k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()
-                    }
-                    result = train_step(self.net, self.loss_fn, self.optimizer, self.scaler, batch,
-                                        t["precision"], t["grad_clip"])  # fmt: skip
-                    self.scheduler.step()
-                    state.step += 1
-                    state.epoch_steps += 1
-                    state.skipped_steps += result.skipped
-                    state.epoch_loss_sum += 0.0 if result.skipped else result.loss
-                    state.elapsed_seconds = time.perf_counter() - self.started
-                    bar.set_postfix(loss=f"{result.loss:.4f}")
-                    if state.step == _CALIBRATION_STEPS:
-                        self.fit_schedule_to_time_budget()
-                    if stop.requested or state.step >= self.total_steps():
-                        break
-                if stop.requested and state.epoch_steps < t["steps_per_epoch"]:
-                    self.save("last.pt")  # mid-epoch: resume continues this epoch
+                for p in self.encoder:  # a function of the epoch, so resumes agree
+                    p.requires_grad_(state.epoch >= t["freeze_encoder_epochs"])
+                grad_norm = self.train_epoch(batches, stop)
+                if self.stopping and state.epoch_steps < t["steps_per_epoch"]:
+                    self.save_last()  # mid-epoch: resume continues here
                     break
-                self.end_epoch(val_cases, result.grad_norm)
+                self.end_epoch(val_cases, grad_norm)
         finally:
             stop.uninstall()
             self.logger.close()
-        if stop.requested:
-            print(f"Stopped by {stop.requested}; resume with trainer.resume={self.run_dir}")
+        if self.stopping and self.dist.is_main:
+            print(f"Stopped by {stop.requested or 'a signal to another rank'} at step {state.step} (saved "
+                  f"{self.ckpt_dir / 'last.pt'}); resume with trainer.resume={self.run_dir}")  # fmt: skip
+        elif state.stop_reason:
+            print(f"Stopped early: {state.stop_reason}")
         return self.summary()
 
+    def train_epoch(self, batches, stop: StopRequest) -> float:
+        """The rest of this epoch's steps (stopping early on a signal); returns the grad norm."""
+        t, state = self.t, self.state
+        todo = t["steps_per_epoch"] - state.epoch_steps
+        bar = tqdm(range(todo), desc=f"epoch {state.epoch + 1}/{t['max_epochs']}",
+                   disable=not t["progress"], leave=False, file=sys.stdout)  # fmt: skip
+        grad_norm = float("nan")
+        for _ in bar:
+            micro = [
+                {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+                for _ in range(t["accumulate_grad_batches"])
+            ]
+            result = train_step(self.net, self.loss_fn, self.optimizer, self.scaler, micro,
+                                t["precision"], t["grad_clip"])  # fmt: skip
+            if self.plateau:
+                self.scheduler.warmup_step()  # and .step(metric) after each validation
+            else:
+                self.scheduler.step()
+            if self.ema is not None and not result.skipped:
+                self.ema.update()
+            state.step += 1
+            state.epoch_steps += 1
+            state.skipped_steps += result.skipped
+            state.bad_steps_in_row = state.bad_steps_in_row + 1 if result.skipped else 0
+            state.epoch_loss_sum += 0.0 if result.skipped else result.loss
+            state.elapsed_seconds = time.perf_counter() - self.started
+            grad_norm = result.grad_norm
+            bar.set_postfix(loss=f"{result.loss:.4f}")
+            if state.bad_steps_in_row >= t["max_bad_steps"]:
+                raise TrainingDiverged(
+                    f"training diverged: {state.bad_steps_in_row} consecutive steps with a "
+                    f"non-finite loss or gradient norm (up to step {state.step}); lower "
+                    "optimizer.lr, set trainer.grad_clip or use trainer.precision=fp32"
+                )
+            if state.step == _CALIBRATION_STEPS:
+                self.fit_schedule_to_time_budget()
+            self.stopping = any_rank(stop.requested is not None, self.dist)
+            if self.stopping or state.step >= self.total_steps():
+                break
+        return grad_norm
+
+    def close(self) -> None:
+        """Leave the process group (torchrun)."""
+        if self.dist.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def end_epoch(self, val_cases: list, grad_norm: float) -> None:
-        """Log the epoch, validate when due, write ``last`` (and ``best``)."""
+        """Log the epoch, validate when due, write ``last`` (and best, top-k, every N)."""
         t, state = self.t, self.state
         metrics = {
             "epoch": state.epoch + 1,
-            "train_loss": state.epoch_loss_sum / max(state.epoch_steps, 1),
+            "train_loss": mean_over_ranks(
+                state.epoch_loss_sum / max(state.epoch_steps, 1), self.dist
+            ),
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "elapsed_s": state.elapsed_seconds,
+            "system/peak_memory_mb": peak_memory_mb(self.device),
             **{f"loss/{k}": v for k, v in self.loss_fn.log_values().items()},
         }
         state.epoch += 1
         state.epoch_loss_sum, state.epoch_steps = 0.0, 0
-        last = self.finished()
+        last, images = self.finished(), {}
         if state.epoch % t["val_every"] == 0 or last:
-            metrics.update(
-                self.validate(val_cases, t["final_val_metrics" if last else "val_metrics"])
-            )
+            with self.ema.swapped() if self.ema is not None else nullcontext():
+                metrics.update(
+                    self.validate(val_cases, t["final_val_metrics" if last else "val_metrics"])
+                )
+                images = self.panels(val_cases[:1]) if t["log_images"] and self.dist.is_main else {}
             state.elapsed_seconds = metrics["elapsed_s"] = time.perf_counter() - self.started
-            if metrics["mean_dice"] > state.best_metric:
-                state.best_metric, state.best_epoch = metrics["mean_dice"], state.epoch
-                self.save("best.pt")
+            state.best_mean_dice = max(state.best_mean_dice, metrics["mean_dice"])
+            self.check_early_stopping(metrics)
+            if self.plateau:
+                self.scheduler.step(self.ckpts.monitored(metrics))
+        if self.dist.is_main:  # the other ranks update the state the same way, and write nothing
+            self.ckpts.after_epoch(state, metrics, lambda: self.payload(metrics))
+        else:
+            self.ckpts.after_epoch(state, metrics, lambda: {}, write=False)
         self.logger.log_scalars(metrics, state.step)
-        self.save("last.pt")
+        self.logger.log_images(images, state.step)
+        self.save_last(metrics)
+        if not self.dist.is_main:
+            return
         shown = {k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "mean_dice")}
         print(
             f"epoch {state.epoch}/{t['max_epochs']} "
             + " ".join(f"{k}={v}" for k, v in shown.items())
         )
+
+    def check_early_stopping(self, metrics: dict[str, float]) -> None:
+        """Count validations without improvement; set ``state.stop_reason`` past the patience."""
+        es, state = self.early_stopping, self.state
+        if not es or es["patience"] is None:
+            return
+        if es["monitor"] not in metrics:
+            raise ValueError(f"trainer.early_stopping.monitor: '{es['monitor']}' is not logged")
+        value = float(metrics[es["monitor"]])
+        best = state.early_stop_best
+        if best is None or improves(value, best, es["mode"], es["min_delta"]):
+            state.early_stop_best, state.stale_validations = value, 0
+            return
+        state.stale_validations += 1
+        if state.stale_validations >= es["patience"]:
+            state.stop_reason = (
+                f"{es['monitor']} did not improve on {best:.4f} for {es['patience']} validations "
+                f"(early stopping at epoch {state.epoch})"
+            )
 
     def validate(self, val_cases: list, names: list[str]) -> dict[str, float]:
         d = self.cfg["data"]
@@ -136,8 +239,21 @@ class Trainer:
             self.model, val_cases, d["num_classes"], tuple(d["patch_size"]), self.device,
             self.t["precision"] if self.t["precision"] != "fp16" else "fp32",
             self.t["val_overlap"], self.t["val_sw_batch_size"], tuple(names),
-            self.t["val_tolerance_mm"],
+            self.t["val_tolerance_mm"], lambda cases: gather_lists(cases, self.dist),
         )  # fmt: skip
+
+    def panels(self, cases: list) -> dict[str, np.ndarray]:
+        """A middle-slice panel (image, label, prediction) of each case, for the loggers."""
+        d, t = self.cfg["data"], self.t
+        precision = t["precision"] if t["precision"] != "fp16" else "fp32"
+        panels = {}
+        self.model.eval()
+        for case in cases:
+            probs = predict_case(self.model, case.image, tuple(d["patch_size"]), self.device,
+                                 precision, t["val_overlap"], t["val_sw_batch_size"])  # fmt: skip
+            panels[f"val/{case.name}"] = slice_panel(case.image, case.label, probs.argmax(0))
+        self.model.train()
+        return panels
 
     def total_steps(self) -> int:
         """Steps this run will take: the whole run, or what fits the time budget."""
@@ -145,7 +261,8 @@ class Trainer:
 
     def finished(self) -> bool:
         return (
-            self.state.epoch >= self.t["max_epochs"]
+            bool(self.state.stop_reason)
+            or self.state.epoch >= self.t["max_epochs"]
             or self.state.step >= self.total_steps()
             or self.out_of_time()
         )
@@ -177,64 +294,98 @@ class Trainer:
         budget = self.t["max_time_minutes"]
         return budget is not None and self.state.elapsed_seconds >= 60.0 * budget
 
-    def save(self, name: str) -> Path:
-        """Write a full checkpoint atomically to ``checkpoints/<name>``."""
-        return atomic_save(
-            {
-                "model": unwrap_model(self.model).state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "loss": self.loss_fn.state_dict(),
-                "state": self.state.state_dict(),
-                "rng": rng_state(),
-                "logger": self.logger.state_dict() if hasattr(self, "logger") else {},
-                "config": self.cfg,
-                "plan": self.data.plan,  # how inference must preprocess a new scan
-                "meta": checkpoint_metadata(),
-            },
-            self.ckpt_dir / name,
-        )
+    def save_last(self, metrics: dict[str, float] | None = None) -> None:
+        """``last.pt`` (rank 0 only)."""
+        if self.dist.is_main:
+            self.ckpts.save_last(self.payload(metrics))
 
-    def load(self, path: Path) -> dict:
-        """Restore everything :meth:`save` wrote; returns the loggers' saved states."""
-        ckpt = load_checkpoint(path)
+    def payload(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """Everything a resume needs, plus metadata (``torch.load(weights_only=True)``-safe)."""
+        return {
+            "model": unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "state": self.state.state_dict(),
+            "rng": rng_state(),
+            "logger": self.logger.state_dict() if hasattr(self, "logger") else {},
+            "config": self.cfg,
+            "plan": self.data.plan,  # how inference must preprocess a new scan
+            "meta": {
+                **checkpoint_metadata(),
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+                "metrics": dict(metrics or {}),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        }
+
+    def load(self, path: Path, ckpt: dict) -> dict:
+        """Restore everything :meth:`payload` holds; returns the loggers' saved states."""
         unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.loss_fn.load_state_dict(ckpt["loss"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt.get("ema") or unwrap_model(self.model).state_dict())
         self.state.load_state_dict(ckpt["state"])
         set_rng_state(ckpt["rng"])
         print(f"Resumed from {path} at epoch {self.state.epoch}, step {self.state.step}.")
         return ckpt.get("logger", {})
 
     def summary(self) -> dict[str, Any]:
-        """Best result and where the run lives; also written to ``summary.json``."""
-        s = self.state
+        """Best results, cost and where the run lives; also written to ``summary.json``.
+
+        ``complete`` is true once the run needs no resume (it reached its end or stopped early
+        on its own), which is what a re-run sweep checks before skipping a job.
+        """
+        s, d = self.state, self.cfg["data"]
+        digests = gather_lists([weights_digest(unwrap_model(self.model))], self.dist)
+        if not self.dist.is_main:
+            return {}
+        best = None if math.isinf(s.best_metric) else s.best_metric
         summary = {
-            "best_mean_dice": None if math.isinf(s.best_metric) else s.best_metric,
+            "complete": self.finished() and not s.epoch_steps,
+            "best_mean_dice": None if math.isinf(s.best_mean_dice) else s.best_mean_dice,
+            "monitor": self.ckpts.monitor,
+            "best_metric": best,
             "best_epoch": s.best_epoch,
+            "stop_reason": s.stop_reason,
             "epochs": s.epoch,
             "steps": s.step,
             "skipped_steps": s.skipped_steps,
+            **model_cost(unwrap_model(self.model), d["patch_size"], d["in_channels"]),
+            "peak_memory_mb": round(peak_memory_mb(self.device), 1),
+            "seconds_per_epoch": round(s.elapsed_seconds / max(s.epoch, 1), 2),
             "train_seconds": round(s.elapsed_seconds, 1),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
             "run_dir": str(self.run_dir),
+            "world_size": self.dist.world_size,
+            "weight_digests": digests,  # one per rank: equal when the ranks are in sync
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from: a file, a run dir (its ``last.pt``), or ``auto``."""
+def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from and its contents: a file, a run dir, or ``auto``.
+
+    For a run dir (``auto``: this run's dir) the newest checkpoint that loads is taken, so a
+    truncated ``last.pt`` falls back to ``last-prev.pt`` (and then best, top-k, every-N ones)
+    with a warning. ``auto`` with no checkpoint starts afresh.
+    """
     if not resume:
         return None
     path = run_dir if resume == "auto" else Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-        if not path.exists() and resume == "auto":
-            return None
+    if path.is_dir() or resume == "auto":
+        found = find_resumable(path / "checkpoints")
+        if found is None and resume != "auto":
+            raise FileNotFoundError(
+                f"trainer.resume: no readable checkpoint in {path / 'checkpoints'}"
+            )
+        return found
     if not path.is_file():
         raise FileNotFoundError(f"trainer.resume: no checkpoint at {path}")
-    return path
+    return path, load_checkpoint(path)

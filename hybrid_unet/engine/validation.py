@@ -41,6 +41,7 @@ def validate(
     sw_batch_size: int = 4,
     metrics: tuple[str, ...] = ("dice",),
     tolerance_mm: float = 1.0,
+    gather=None,
 ) -> dict[str, float]:
     """Per-class metrics over whole ``cases``, with the cases' own voxel spacing.
 
@@ -48,7 +49,8 @@ def validate(
         ``{"dice_1": ..., "hd95_2": ..., "mean_dice": ...}``: per class and metric the mean over
         cases, and ``mean_<metric>`` over foreground classes; values undefined for a case
         (a class empty in reference and prediction) do not count (see
-        :mod:`hybrid_unet.metrics`).
+        :mod:`hybrid_unet.metrics`). With ``gather`` (data parallel: each rank holds a share
+        of the cases) the per-case metrics of every rank are pooled first.
     """
     was_training = model.training
     model.eval()
@@ -63,4 +65,4 @@ def validate(
             )
         )
     model.train(was_training)
-    return aggregate(per_case)
+    return aggregate(gather(per_case) if gather is not None else per_case)

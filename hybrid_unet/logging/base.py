@@ -43,15 +43,24 @@ class MultiLogger:
 
 
 def build_loggers(
-    logger_cfg: dict, run_dir: str | Path, resume_step: int | None, states: dict | None = None
+    logger_cfg: dict,
+    run_dir: str | Path,
+    resume_step: int | None,
+    states: dict | None = None,
+    config: dict | None = None,
 ) -> MultiLogger:
-    """Instantiate each ``_target_`` node of the ``logger`` group for this run dir."""
+    """Instantiate each ``_target_`` node of the ``logger`` group for this run dir.
+
+    Every logger gets ``run_dir``, ``resume_step`` (``None`` for a new run), its own saved
+    ``state`` and the resolved ``config``.
+    """
     from hydra.utils import instantiate
 
     states = states or {}
     loggers = {
-        name: instantiate(
-            node, run_dir=str(run_dir), resume_step=resume_step, state=states.get(name)
+        # Built partially, then called: the config holds _target_ nodes instantiate would build.
+        name: instantiate(node, _partial_=True)(
+            run_dir=str(run_dir), resume_step=resume_step, state=states.get(name), config=config
         )
         for name, node in logger_cfg.items()
         if node is not None

@@ -15,12 +15,14 @@ class CSVLogger:
 
     The file is rewritten atomically on every call (it is small: one row per epoch), so a run
     killed mid-write never leaves a torn file, and on resume rows past ``resume_step`` are
-    dropped so the table reads as one uninterrupted run.
+    dropped so the table reads as one uninterrupted run. Keys starting with ``system/`` (memory
+    and the like, which differ between an interrupted and an uninterrupted run) are left to the
+    other loggers and ``summary.json``.
     """
 
     def __init__(
         self, run_dir: str, resume_step: int | None = None, state: dict | None = None,
-        filename: str = "metrics.csv",
+        config: dict | None = None, filename: str = "metrics.csv",
     ) -> None:  # fmt: skip
         self.path = Path(run_dir) / filename
         self.rows: list[dict[str, Any]] = []
@@ -29,7 +31,10 @@ class CSVLogger:
                 self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
-        row = {"step": step, **{k: _fmt(v) for k, v in values.items()}}
+        row = {
+            "step": step,
+            **{k: _fmt(v) for k, v in values.items() if not k.startswith("system/")},
+        }
         if self.rows and int(self.rows[-1]["step"]) == step:
             self.rows[-1].update(row)
         else:

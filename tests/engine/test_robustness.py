@@ -1,0 +1,111 @@
+"""Early stopping, the non-finite-step guard, gradient accumulation and the weight EMA."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from hybrid_unet.engine import trainer as trainer_module
+from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.engine.ema import ModelEMA
+from hybrid_unet.engine.step import TrainingDiverged, train_step
+from tests.helpers import train_in_process
+
+SHORT = ["trainer.steps_per_epoch=2", "data.max_val_cases=1"]
+
+
+def test_early_stopping_stops_after_patience_and_saves_its_state(tmp_path, capsys):
+    # min_delta larger than any Dice change: only the first validation counts as progress.
+    summary, _ = train_in_process([*SHORT, "trainer.max_epochs=6",
+                                   "trainer.early_stopping.patience=2",
+                                   "trainer.early_stopping.min_delta=10"], tmp_path)  # fmt: skip
+    assert summary["epochs"] == 3 and "early stopping at epoch 3" in summary["stop_reason"]
+    assert "Stopped early: mean_dice did not improve" in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["state"]
+    assert state["stale_validations"] == 2 and state["early_stop_best"] is not None
+
+
+def test_consecutive_non_finite_steps_stop_with_one_message(tmp_path, monkeypatch):
+    real_step = trainer_module.train_step
+
+    def poisoned(model, loss_fn, optimizer, scaler, batches, *args):
+        if optimizer.state:  # after the first step every input is NaN
+            batches = [{**b, "image": torch.full_like(b["image"], float("nan"))} for b in batches]
+        return real_step(model, loss_fn, optimizer, scaler, batches, *args)
+
+    monkeypatch.setattr(trainer_module, "train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"3 consecutive steps .* \(up to step 4\)"):
+        train_in_process([*SHORT, "trainer.max_epochs=3", "trainer.max_bad_steps=3"], tmp_path)
+
+
+def test_accumulated_batches_step_like_one_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3), torch.randn(4, 1)
+    models = [torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    mse = torch.nn.MSELoss()
+    whole = train_step(models[0], mse, opts[0], scaler, [{"image": x, "label": y}], "fp32", None)
+    halves = [{"image": x[:2], "label": y[:2]}, {"image": x[2:], "label": y[2:]}]
+    split = train_step(models[1], mse, opts[1], scaler, halves, "fp32", None)
+    assert split.loss == pytest.approx(whole.loss, rel=1e-6)
+    torch.testing.assert_close(models[1].weight, models[0].weight)
+
+
+def test_accumulation_in_the_trainer_consumes_k_batches_per_step(tmp_path, monkeypatch):
+    seen = []
+    real_step = trainer_module.train_step
+
+    def counting(model, loss_fn, optimizer, scaler, batches, *args):
+        seen.append(len(batches))
+        return real_step(model, loss_fn, optimizer, scaler, batches, *args)
+
+    monkeypatch.setattr(trainer_module, "train_step", counting)
+    summary, _ = train_in_process(
+        [*SHORT, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2"], tmp_path
+    )
+    assert summary["steps"] == 2 and seen == [2, 2]
+
+
+def test_ema_update_and_swap():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = ModelEMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update()  # 0.5 * 0 + 0.5 * 1
+    with ema.swapped():
+        assert torch.equal(model.weight, torch.full((1, 2), 0.5))
+    assert torch.equal(model.weight, torch.ones(1, 2))
+    with pytest.raises(ValueError, match="ema_decay"):
+        ModelEMA(model, decay=1.0)
+
+
+@pytest.mark.slow
+def test_ema_is_saved_and_a_resumed_run_matches(tmp_path, monkeypatch):
+    ema = ["trainer.ema_decay=0.9", "trainer.max_epochs=2", "data.max_val_cases=1"]
+    train_in_process(ema, tmp_path / "a")
+    real_step = trainer_module.train_step
+    calls = {"n": 0}
+
+    def step_then_sigterm(*args, **kwargs):
+        calls["n"] += 1
+        result = real_step(*args, **kwargs)
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    train_in_process(ema, tmp_path / "b")
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    train_in_process([*ema, f"trainer.resume={tmp_path / 'b'}"], tmp_path / "b")
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert a["ema"] is not None
+    assert any(not torch.equal(a["ema"][k], a["model"][k]) for k in a["model"])
+    for name in a["ema"]:
+        torch.testing.assert_close(a["ema"][name], b["ema"][name], rtol=1e-5, atol=1e-6)

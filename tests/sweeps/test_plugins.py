@@ -1,0 +1,58 @@
+"""Optuna search and the submitit launcher (the optional `sweep` extra)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from tests.helpers import REPO, TINY, run_train
+
+pytestmark = pytest.mark.slow
+# Job dirs named by number: overrides would make over-long dir names (see test_multirun).
+SMALL = [*TINY, "hydra.sweep.subdir=${hydra:job.num}", "trainer.max_epochs=1",
+         "data.max_val_cases=1"]  # fmt: skip
+
+
+def _search_override() -> str:
+    """``hparams_search=optuna`` once config.yaml lists the group, ``+...`` before."""
+    listed = "hparams_search" in (REPO / "conf" / "config.yaml").read_text()
+    return "hparams_search=optuna" if listed else "+hparams_search=optuna"
+
+
+def test_optuna_runs_three_trials_and_tabulates_them(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    result = run_train(
+        ["-m", _search_override(), "run_name=search", "hydra.sweeper.n_trials=3", *SMALL], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = tmp_path / "runs" / "multirun" / "search"
+    with open(sweep_dir / "sweep_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1", "2"]
+    lrs = {r["overrides"] for r in rows}
+    assert len(lrs) == 3 and all("optimizer.lr=" in r for r in lrs)
+    assert (sweep_dir / "optimization_results.yaml").exists()  # Optuna's best trial
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(version_base="1.3", config_module="hybrid_unet.conf"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.max_num_timeout == 3 and launcher.gpus_per_node == 1
+
+
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_train(
+        ["-m", "hydra/launcher=submitit_local", "run_name=local", "optimizer.lr=1e-3,3e-3",
+         *SMALL], tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = tmp_path / "runs" / "multirun" / "local"
+    assert all((sweep_dir / str(n) / "summary.json").exists() for n in (0, 1))
+    assert (sweep_dir / "sweep_summary.csv").exists()
