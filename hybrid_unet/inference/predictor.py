@@ -45,7 +45,8 @@ class Predictor:
         self.plan = Plan(**ckpt["plan"]) if ckpt.get("plan") else None
         self.device = resolve_device(device)
         self.model = instantiate_model(self.cfg["model"]).to(self.device).eval()
-        self.model.load_state_dict(ckpt["model"])
+        # The weight average (trainer.ema_decay) is what validation scored, when there is one.
+        self.model.load_state_dict(ckpt.get("ema") or ckpt["model"])
         self.patch_size = tuple(self.cfg["data"]["patch_size"])
         self.num_classes = self.cfg["data"]["num_classes"]
         self.precision, self.overlap, self.mirror = precision, overlap, mirror
