@@ -135,7 +135,7 @@ class Stepper:
         self.clip = cfg["trainer"]["grad_clip"]
 
     def step(self, batch: dict) -> None:
-        train_step(self.model, self.loss, self.optimizer, self.scaler, batch, "bf16", self.clip)
+        train_step(self.model, self.loss, self.optimizer, self.scaler, [batch], "bf16", self.clip)
 
     def timed(self, batches, steps: int) -> list[float]:
         """Seconds per step over ``steps`` steps, batches drawn from the iterator."""

@@ -53,7 +53,7 @@ def main() -> None:
             t0 = time.perf_counter()
             batch = {k: v.to(device) for k, v in next(batches).items()}
             t1, c1 = time.perf_counter(), time.process_time()
-            train_step(model, loss_fn, optimizer, scaler, batch, t["precision"], t["grad_clip"])
+            train_step(model, loss_fn, optimizer, scaler, [batch], t["precision"], t["grad_clip"])
             t2, c2 = time.perf_counter(), time.process_time()
             if i >= args.warmup:
                 load_s.append(t1 - t0)
