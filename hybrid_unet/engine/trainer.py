@@ -40,7 +40,8 @@ from hybrid_unet.engine.validation import predict_case, validate
 from hybrid_unet.logging.base import build_loggers
 from hybrid_unet.logging.panels import slice_panel
 
-_CALIBRATION_STEPS = 20  # steps timed before a time budget sizes the run
+_CALIBRATION_STEPS = 25  # a time budget sizes the run from the speed of steps 6..25:
+_WARMUP_STEPS = 5  # the first steps (loading cases, allocator warm-up) run slower
 
 
 class Trainer:
@@ -159,6 +160,8 @@ class Trainer:
                     f"non-finite loss or gradient norm (up to step {state.step}); lower "
                     "optimizer.lr, set trainer.grad_clip or use trainer.precision=fp32"
                 )
+            if state.step == _WARMUP_STEPS:
+                self.warm_elapsed = state.elapsed_seconds
             if state.step == _CALIBRATION_STEPS:
                 self.fit_schedule_to_time_budget()
             self.stopping = any_rank(stop.requested is not None, self.dist)
@@ -270,16 +273,22 @@ class Trainer:
     def fit_schedule_to_time_budget(self) -> None:
         """With ``trainer.max_time_minutes``, size the run and its LR decay to the measured speed.
 
-        Called once, after ``_CALIBRATION_STEPS`` steps: the step count that fits the remaining
-        budget (keeping a reserve for validation and saving) becomes the schedule's horizon, so
-        the learning rate reaches zero as the time runs out instead of being cut off half-way.
+        Called once, after ``_CALIBRATION_STEPS`` steps (timed after the warm-up): the step count
+        that fits the remaining budget (keeping a reserve for validation and saving) becomes the
+        schedule's horizon, so the learning rate reaches zero as the time runs out instead of being cut off half-way.
         The count is stored in the run state, so a resumed run keeps the same schedule.
         """
         budget = self.t["max_time_minutes"]
         node = self.cfg["scheduler"]
         if budget is None or self.state.planned_steps or node.get("total_steps") is not None:
             return
-        seconds_per_step = self.state.elapsed_seconds / self.state.step
+        warm = getattr(self, "warm_elapsed", None)  # None when resumed past the warm-up
+        if warm is None:
+            seconds_per_step = self.state.elapsed_seconds / self.state.step
+        else:
+            seconds_per_step = (self.state.elapsed_seconds - warm) / (
+                _CALIBRATION_STEPS - _WARMUP_STEPS
+            )
         reserve = max(10.0, 0.05 * 60.0 * budget)
         remaining = 60.0 * budget - self.state.elapsed_seconds - reserve
         planned = self.state.step + max(int(remaining / seconds_per_step), 1)
