@@ -30,6 +30,30 @@ def predict_case(
     return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
 
 
+# Every combination of flips of the three spatial axes of a (C, D, H, W) array, identity first.
+MIRROR_FLIPS = ((), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3))
+
+
+def predict_case_mirrored(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch_size: tuple[int, int, int],
+    device: torch.device,
+    precision: str = "fp32",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+) -> np.ndarray:
+    """:func:`predict_case` averaged over the 8 flips of the image (mirroring test-time
+    augmentation, as nnU-Net validates); each prediction is flipped back before averaging."""
+    total = None
+    for axes in MIRROR_FLIPS:
+        flipped = np.flip(image, axes) if axes else image
+        probs = predict_case(model, flipped, patch_size, device, precision, overlap, sw_batch_size)
+        probs = np.flip(probs, axes) if axes else probs
+        total = probs if total is None else total + probs
+    return total / len(MIRROR_FLIPS)
+
+
 def validate(
     model: torch.nn.Module,
     cases: list,
@@ -42,6 +66,7 @@ def validate(
     metrics: tuple[str, ...] = ("dice",),
     tolerance_mm: float = 1.0,
     gather=None,
+    mirror: bool = False,
 ) -> dict[str, float]:
     """Per-class metrics over whole ``cases``, with the cases' own voxel spacing.
 
@@ -49,14 +74,16 @@ def validate(
         ``{"dice_1": ..., "hd95_2": ..., "mean_dice": ...}``: per class and metric the mean over
         cases, and ``mean_<metric>`` over foreground classes; values undefined for a case
         (a class empty in reference and prediction) do not count (see
-        :mod:`hybrid_unet.metrics`). With ``gather`` (data parallel: each rank holds a share
+        :mod:`hybrid_unet.metrics`). ``mirror`` averages over the 8 flips of each case
+        (:func:`predict_case_mirrored`, 8x the cost). With ``gather`` (data parallel: each rank holds a share
         of the cases) the per-case metrics of every rank are pooled first.
     """
     was_training = model.training
     model.eval()
     per_case = []
+    predict = predict_case_mirrored if mirror else predict_case
     for case in cases:
-        probs = predict_case(
+        probs = predict(
             model, case.image, patch_size, device, precision, overlap, sw_batch_size
         )
         per_case.append(
