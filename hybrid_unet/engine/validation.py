@@ -83,9 +83,7 @@ def validate(
     per_case = []
     predict = predict_case_mirrored if mirror else predict_case
     for case in cases:
-        probs = predict(
-            model, case.image, patch_size, device, precision, overlap, sw_batch_size
-        )
+        probs = predict(model, case.image, patch_size, device, precision, overlap, sw_batch_size)
         per_case.append(
             case_metrics(
                 probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
