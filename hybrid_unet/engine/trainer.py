@@ -36,7 +36,7 @@ from hybrid_unet.engine.resources import model_cost, peak_memory_mb
 from hybrid_unet.engine.signals import StopRequest
 from hybrid_unet.engine.state import TrainState
 from hybrid_unet.engine.step import TrainingDiverged, train_step
-from hybrid_unet.engine.validation import predict_case, validate
+from hybrid_unet.engine.validation import predict_case, validate, write_case_table
 from hybrid_unet.logging.base import build_loggers
 from hybrid_unet.logging.panels import slice_panel
 
@@ -193,10 +193,13 @@ class Trainer:
         last, images = self.finished(), {}
         if state.epoch % t["val_every"] == 0 or last:
             with self.ema.swapped() if self.ema is not None else nullcontext():
-                metrics.update(
-                    self.validate(val_cases, t["final_val_metrics" if last else "val_metrics"])
+                summary, rows = self.validate(
+                    val_cases, t["final_val_metrics" if last else "val_metrics"]
                 )
+                metrics.update(summary)
                 images = self.panels(val_cases[:1]) if t["log_images"] and self.dist.is_main else {}
+            if last and self.dist.is_main:  # per-case results, for cross-validation summaries
+                write_case_table(self.run_dir / "validation_cases.csv", rows)
             state.elapsed_seconds = metrics["elapsed_s"] = time.perf_counter() - self.started
             state.best_mean_dice = max(state.best_mean_dice, metrics["mean_dice"])
             self.check_early_stopping(metrics)
@@ -236,7 +239,7 @@ class Trainer:
                 f"(early stopping at epoch {state.epoch})"
             )
 
-    def validate(self, val_cases: list, names: list[str]) -> dict[str, float]:
+    def validate(self, val_cases: list, names: list[str]) -> tuple[dict[str, float], list[dict]]:
         d = self.cfg["data"]
         return validate(
             self.model, val_cases, d["num_classes"], tuple(d["patch_size"]), self.device,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
+
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from hybrid_unet.engine.checkpoint import atomic_write_text
 from hybrid_unet.engine.step import autocast_context
 from hybrid_unet.metrics import aggregate, case_metrics
 
@@ -67,11 +72,12 @@ def validate(
     tolerance_mm: float = 1.0,
     gather=None,
     mirror: bool = False,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict]]:
     """Per-class metrics over whole ``cases``, with the cases' own voxel spacing.
 
     Returns:
-        ``{"dice_1": ..., "hd95_2": ..., "mean_dice": ...}``: per class and metric the mean over
+        The summary ``{"dice_1": ..., "hd95_2": ..., "mean_dice": ...}`` and one row per case
+        ``{"case": name, "dice_1": ...}``. The summary holds per class and metric the mean over
         cases, and ``mean_<metric>`` over foreground classes; values undefined for a case
         (a class empty in reference and prediction) do not count (see
         :mod:`hybrid_unet.metrics`). ``mirror`` averages over the 8 flips of each case
@@ -80,14 +86,24 @@ def validate(
     """
     was_training = model.training
     model.eval()
-    per_case = []
+    rows = []
     predict = predict_case_mirrored if mirror else predict_case
     for case in cases:
         probs = predict(model, case.image, patch_size, device, precision, overlap, sw_batch_size)
-        per_case.append(
-            case_metrics(
-                probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
-            )
+        values = case_metrics(
+            probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
         )
+        rows.append({"case": case.name, **values})
     model.train(was_training)
-    return aggregate(gather(per_case) if gather is not None else per_case)
+    rows = gather(rows) if gather is not None else rows
+    return aggregate({k: v for k, v in row.items() if k != "case"} for row in rows), rows
+
+
+def write_case_table(path: Path, rows: list[dict]) -> Path:
+    """Per-case rows as CSV (columns: ``case`` then the metrics, sorted), written atomically."""
+    columns = ["case", *sorted({k for row in rows for k in row if k != "case"})]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, out.getvalue())

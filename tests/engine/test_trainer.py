@@ -60,6 +60,10 @@ def test_final_validation_has_every_metric_per_class(tmp_path):
     row = _rows(tmp_path)[-1]
     for name in ("dice", "iou", "precision", "recall", "hd95", "nsd"):
         assert {f"{name}_1", f"{name}_2", f"{name}_3", f"mean_{name}"} <= row.keys()
+    with open(tmp_path / "validation_cases.csv") as f:
+        cases = list(csv.DictReader(f))
+    assert len(cases) == 1 and cases[0]["case"]  # data.max_val_cases=1
+    assert float(cases[0]["dice_1"]) == pytest.approx(float(row["dice_1"]))
 
 
 def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):

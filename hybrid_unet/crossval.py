@@ -1,0 +1,154 @@
+"""Cross-validation summary: pool the per-case validation results of the fold runs.
+
+    python -m hybrid_unet.train -m +experiment=hippocampus_6min data.fold=0,1,2,3,4
+    python -m hybrid_unet.crossval runs/multirun/<run_name>
+
+Every run writes ``validation_cases.csv`` (its validation cases, predicted at the end of
+training, metrics per class) next to its checkpoints. This command finds those tables under
+the given folders, checks that no case appears twice and that the folds differ, and writes
+``crossval_cases.csv`` (every case, with its fold) and ``crossval_summary.json``: per class and
+metric the mean and standard deviation over all cases, and the mean over each fold. It prints
+the summary as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from hybrid_unet.engine.checkpoint import atomic_write_text
+from hybrid_unet.engine.validation import write_case_table
+from hybrid_unet.metrics import aggregate
+
+TABLE = "validation_cases.csv"
+
+
+class CrossValError(ValueError):
+    """The fold runs cannot be summarised (missing, duplicated or inconsistent)."""
+
+
+def find_fold_runs(folders: list[Path]) -> list[Path]:
+    """Run dirs holding a :data:`TABLE` under ``folders`` (a folder may itself be a run)."""
+    runs = sorted({p.parent for folder in folders for p in Path(folder).rglob(TABLE)})
+    if not runs:
+        names = ", ".join(str(f) for f in folders)
+        raise CrossValError(f"no {TABLE} under {names}: did the fold runs finish?")
+    return runs
+
+
+def fold_of(run: Path) -> str:
+    """The ``data.fold`` a run trained with (from its Hydra config), or its folder name."""
+    config = run / ".hydra" / "config.yaml"
+    if config.is_file():
+        fold = OmegaConf.load(config).get("data", {}).get("fold")
+        if fold is not None:
+            return str(fold)
+    return run.name
+
+
+def read_cases(run: Path) -> list[dict]:
+    with open(run / TABLE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (v if k == "case" else _number(v)) for k, v in row.items()} for row in rows]
+
+
+def _number(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def summarise(runs: list[Path]) -> tuple[dict, list[dict]]:
+    """Pooled and per-fold statistics of the runs' validation cases."""
+    rows, folds, seen = [], {}, {}
+    for run in runs:
+        fold = fold_of(run)
+        if fold in folds:
+            raise CrossValError(f"fold {fold} appears twice: {folds[fold]} and {run}")
+        folds[fold] = run
+        for row in read_cases(run):
+            if row["case"] in seen:
+                raise CrossValError(
+                    f"case {row['case']} is validated in fold {seen[row['case']]} and fold {fold}:"
+                    " the runs do not come from one split"
+                )
+            seen[row["case"]] = fold
+            rows.append({"fold": fold, **row})
+    keys = sorted({k for row in rows for k in row if k not in ("case", "fold")})
+    per_class = {}
+    for key in keys:
+        values = [row[key] for row in rows if key in row and not math.isnan(row[key])]
+        per_class[key] = {
+            "mean": statistics.fmean(values) if values else math.nan,
+            "sd": statistics.stdev(values) if len(values) > 1 else math.nan,
+            "n": len(values),
+        }
+    per_fold = {
+        fold: aggregate(
+            {k: v for k, v in row.items() if k not in ("case", "fold")}
+            for row in rows
+            if row["fold"] == fold
+        )
+        for fold in folds
+    }
+    pooled = aggregate({k: v for k, v in row.items() if k not in ("case", "fold")} for row in rows)
+    means = {k: v for k, v in pooled.items() if k.startswith("mean_")}
+    fold_dice = [m["mean_dice"] for m in per_fold.values() if "mean_dice" in m]
+    summary = {
+        "folds": {fold: str(run) for fold, run in folds.items()},
+        "cases": len(rows),
+        "per_class": per_class,
+        "mean_over_classes": means,
+        "mean_dice_per_fold": {fold: m.get("mean_dice") for fold, m in per_fold.items()},
+        "mean_dice_fold_sd": statistics.stdev(fold_dice) if len(fold_dice) > 1 else math.nan,
+    }
+    return summary, rows
+
+
+def markdown(summary: dict) -> str:
+    """Per class: mean +- sd over cases of every metric."""
+    metrics = sorted({k.rpartition("_")[0] for k in summary["per_class"]})
+    classes = sorted({k.rpartition("_")[2] for k in summary["per_class"]}, key=int)
+    lines = ["| class | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for cls in classes:
+        cells = []
+        for name in metrics:
+            stat = summary["per_class"].get(f"{name}_{cls}")
+            cells.append(f"{stat['mean']:.3f} +- {stat['sd']:.3f}" if stat else "")
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    folds = ", ".join(f"{f}: {d:.4f}" for f, d in summary["mean_dice_per_fold"].items())
+    lines.append("")
+    lines.append(
+        f"{summary['cases']} cases in {len(summary['folds'])} folds; mean Dice per fold {folds}"
+        f" (sd over folds {summary['mean_dice_fold_sd']:.4f})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="multirun dir or fold run dirs")
+    parser.add_argument("--out", type=Path, help="where to write (default: the first folder)")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_fold_runs(args.folders)
+        summary, rows = summarise(runs)
+    except (CrossValError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = args.out or args.folders[0]
+    out.mkdir(parents=True, exist_ok=True)
+    write_case_table(out / "crossval_cases.csv", rows)
+    atomic_write_text(out / "crossval_summary.json", json.dumps(summary, indent=2))
+    print(markdown(summary))
+    print(f"wrote {out / 'crossval_summary.json'} and {out / 'crossval_cases.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

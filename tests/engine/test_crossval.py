@@ -1,0 +1,49 @@
+"""Cross-validation summary over fold runs, checked against hand-computed statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hybrid_unet import crossval
+
+
+def _fold_run(root: Path, fold: int, rows: list[str]) -> Path:
+    run = root / str(fold)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(f"data:\n  fold: {fold}\n")
+    (run / "validation_cases.csv").write_text("case,dice_1,dice_2\n" + "\n".join(rows) + "\n")
+    return run
+
+
+def test_summary_pools_cases_over_folds(tmp_path, capsys):
+    _fold_run(tmp_path, 0, ["a,0.8,0.6", "b,0.9,"])  # b: class 2 empty in both -> NaN
+    _fold_run(tmp_path, 1, ["c,0.7,0.8"])
+    assert crossval.main([str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "crossval_summary.json").read_text())
+    d1 = summary["per_class"]["dice_1"]
+    assert d1["mean"] == pytest.approx(0.8) and d1["sd"] == pytest.approx(0.1) and d1["n"] == 3
+    d2 = summary["per_class"]["dice_2"]
+    assert d2["mean"] == pytest.approx(0.7) and d2["n"] == 2  # the NaN is left out
+    assert summary["mean_over_classes"]["mean_dice"] == pytest.approx(0.75)
+    # fold 0: class 1 mean 0.85, class 2 mean 0.6 -> 0.725; fold 1: (0.7 + 0.8) / 2
+    assert summary["mean_dice_per_fold"] == pytest.approx({"0": 0.725, "1": 0.75})
+    assert summary["mean_dice_fold_sd"] == pytest.approx(math.sqrt(2) * 0.0125)
+    cases = (tmp_path / "crossval_cases.csv").read_text().splitlines()
+    assert cases[0] == "case,dice_1,dice_2,fold" and len(cases) == 4
+    assert "0.800 +- 0.100" in capsys.readouterr().out
+
+
+def test_a_case_in_two_folds_is_refused(tmp_path, capsys):
+    _fold_run(tmp_path, 0, ["a,0.8,0.6"])
+    _fold_run(tmp_path, 1, ["a,0.7,0.8"])
+    assert crossval.main([str(tmp_path)]) == 2
+    assert "case a is validated in fold 0 and fold 1" in capsys.readouterr().err
+
+
+def test_no_fold_tables_is_a_clear_error(tmp_path, capsys):
+    assert crossval.main([str(tmp_path)]) == 2
+    assert "no validation_cases.csv" in capsys.readouterr().err
