@@ -2,7 +2,7 @@
 
     python scripts/plot_curves.py RUN_DIR [RUN_DIR ...] -o curves.png
 
-Needs matplotlib (``pip install matplotlib``; it is not a dependency of the package).
+Needs matplotlib (in the ``dev`` extra; not a dependency of the package itself).
 """
 
 from __future__ import annotations

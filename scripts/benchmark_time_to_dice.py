@@ -1,0 +1,151 @@
+"""Validation Dice against training wall time for several networks under one time budget.
+
+    python scripts/benchmark_time_to_dice.py --minutes 6.5 --out runs/time_to_dice \\
+        --arm hybrid_unet model=hybrid_unet --arm plain_unet model=plain_unet
+
+Each arm is a name followed by training overrides (on top of ``--experiment``, default
+``hippocampus_6min``); every arm trains under the same ``trainer.max_time_minutes``, one after
+the other, keeping a checkpoint every epoch (``trainer.checkpoint.every_n_epochs=1``; the
+epoch length sets the curve's resolution). Afterwards every checkpoint is scored on the run's
+validation cases (the fold-0 split unless overridden), outside the timed training, and the
+training time it had reached is read from the checkpoint. Writes ``time_to_dice.csv`` and, when
+matplotlib is installed, ``time_to_dice.png`` to ``--out``, and prints the Dice of each arm at
+each budget point side by side with the ratio to the first arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from hybrid_unet.engine import build
+from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.engine.validation import validate
+
+
+def parse_arms(tokens: list[list[str]]) -> dict[str, list[str]]:
+    return {arm[0]: arm[1:] for arm in tokens}
+
+
+def train_arm(name: str, overrides: list[str], args: argparse.Namespace) -> Path:
+    run_dir = (args.out / name).resolve()
+    cmd = [
+        sys.executable, "-m", "hybrid_unet.train", f"+experiment={args.experiment}",
+        f"trainer.max_time_minutes={args.minutes}", f"trainer.steps_per_epoch={args.epoch_steps}",
+        "trainer.max_epochs=100000", "trainer.checkpoint.every_n_epochs=1",
+        f"hydra.run.dir={run_dir}", f"run_name=time_to_dice_{name}", *args.overrides, *overrides,
+    ]  # fmt: skip
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": "offline"})
+    return run_dir
+
+
+@torch.no_grad()
+def score_checkpoints(name: str, run_dir: Path, threads: int | None) -> list[dict]:
+    """Mean Dice (and per class) of every checkpoint of a run on its validation cases."""
+    ckpts = sorted((run_dir / "checkpoints").glob("epoch-*.pt"))
+    cfg = load_checkpoint(ckpts[-1])["config"]
+    if threads:
+        torch.set_num_threads(threads)
+    data = build.build_data(cfg, run_dir)
+    cases = [data.source.load(n) for n in data.val_names]
+    model, t, d = build.build_model(cfg), cfg["trainer"], cfg["data"]
+    rows = []
+    for path in ckpts:
+        ckpt = load_checkpoint(path)
+        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+        summary, _ = validate(
+            model, cases, d["num_classes"], tuple(d["patch_size"]), torch.device("cpu"),
+            t["precision"], t["val_overlap"], t["val_sw_batch_size"], ("dice",),
+            mirror=t.get("val_mirror", False),
+        )  # fmt: skip
+        state = ckpt["state"]
+        rows.append({
+            "arm": name, "epoch": state["epoch"], "step": state["step"],
+            "elapsed_s": round(state["elapsed_seconds"], 1),
+            "mean_dice": round(summary["mean_dice"], 4),
+            **{k: round(v, 4) for k, v in summary.items() if k.startswith("dice_")},
+        })  # fmt: skip
+        print(f"{name} step {state['step']} at {state['elapsed_seconds']:.0f} s: "
+              f"mean Dice {summary['mean_dice']:.4f}", flush=True)  # fmt: skip
+    return rows
+
+
+def dice_at(rows: list[dict], seconds: float) -> float | None:
+    """The Dice of the last checkpoint written by ``seconds`` of training."""
+    reached = [r for r in rows if r["elapsed_s"] <= seconds]
+    return reached[-1]["mean_dice"] if reached else None
+
+
+def side_by_side(rows: list[dict], arms: list[str], points: list[float]) -> str:
+    head = "| training s | " + " | ".join(arms) + f" | ratio to {arms[0]} |"
+    lines = [head, "|---" * (len(arms) + 2) + "|"]
+    for p in points:
+        vals = [dice_at([r for r in rows if r["arm"] == a], p) for a in arms]
+        cells = [f"{v:.4f}" if v is not None else "-" for v in vals]
+        ratios = [f"{v / vals[0]:.3f}" if v is not None and vals[0] else "-" for v in vals[1:]]
+        lines.append(f"| {p:.0f} | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], arms: list[str], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG (pip install matplotlib)")
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in arms:
+        mine = [r for r in rows if r["arm"] == arm]
+        ax.plot([r["elapsed_s"] / 60 for r in mine], [r["mean_dice"] for r in mine],
+                marker="o", label=arm)  # fmt: skip
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel("validation mean Dice")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arm", nargs="+", action="append", required=True,
+                        metavar=("NAME", "OVERRIDE"), help="an arm: name and its overrides")  # fmt: skip
+    parser.add_argument("--minutes", type=float, default=6.5)
+    parser.add_argument("--experiment", default="hippocampus_6min")
+    parser.add_argument("--epoch-steps", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--threads", type=int, default=None, help="threads for scoring")
+    parser.add_argument("--out", type=Path, default=Path("runs/time_to_dice"))
+    parser.add_argument("--score-only", action="store_true", help="score existing runs")
+    parser.add_argument("overrides", nargs="*", help="overrides for every arm")
+    args = parser.parse_args()
+    arms = parse_arms(args.arm)
+    rows = []
+    for name, overrides in arms.items():
+        run_dir = args.out.resolve() / name if args.score_only else train_arm(name, overrides, args)
+        rows += score_checkpoints(name, run_dir, args.threads)
+    columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("dice_"), k))
+    with open(args.out / "time_to_dice.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    points = [60.0 * m for m in (1, 2, 3, 4, 5, 6, 6.5, 10, 15, 20, 25, 30) if m <= args.minutes]
+    print(side_by_side(rows, list(arms), points))
+    if plot(rows, list(arms), args.out / "time_to_dice.png"):
+        print(f"wrote {args.out / 'time_to_dice.png'}")
+    print(f"wrote {args.out / 'time_to_dice.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
