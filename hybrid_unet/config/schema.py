@@ -41,6 +41,8 @@ class DataConfig:
     """Cross-validation fold used for validation."""
     num_folds: int = 5
     """Number of cross-validation folds."""
+    split_seed: int = 42
+    """Seed of the fold split, apart from ``seed``: seed repeats validate on the same cases."""
     oversample_foreground: float = 0.33
     """Fraction of each batch centred on a random foreground class."""
     num_workers: int = 0

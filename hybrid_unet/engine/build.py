@@ -55,7 +55,9 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
         if data[key] is None:
             raise ConfigError([f"config key 'data.{key}' is null and the data source has no plan"])
     names = source.case_names()
-    splits = load_or_create_splits(run_dir / "splits.json", names, data["num_folds"], cfg["seed"])
+    splits = load_or_create_splits(
+        run_dir / "splits.json", names, data["num_folds"], data["split_seed"]
+    )
     if not 0 <= data["fold"] < len(splits):
         raise ValueError(f"data.fold={data['fold']} but there are {len(splits)} folds")
     fold = splits[data["fold"]]

@@ -47,3 +47,19 @@ def test_a_case_in_two_folds_is_refused(tmp_path, capsys):
 def test_no_fold_tables_is_a_clear_error(tmp_path, capsys):
     assert crossval.main([str(tmp_path)]) == 2
     assert "no validation_cases.csv" in capsys.readouterr().err
+
+
+def test_seed_repeats_share_the_fold_split(tmp_path):
+    from hybrid_unet.config.validate import check_config
+    from hybrid_unet.engine.build import build_data
+    from tests.helpers import TINY, compose_config
+
+    def val_names(*overrides):
+        cfg = check_config(compose_config([*TINY, "paths.output_dir=/tmp", *overrides]))
+        run_dir = tmp_path / str(len(list(tmp_path.iterdir())))
+        run_dir.mkdir()
+        return build_data(cfg, run_dir).val_names
+
+    first = val_names("seed=1")
+    assert first == val_names("seed=2")
+    assert first != val_names("seed=1", "data.split_seed=7")
