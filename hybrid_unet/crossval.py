@@ -5,9 +5,11 @@
 
 Every run writes ``validation_cases.csv`` (its validation cases, predicted at the end of
 training, metrics per class) next to its checkpoints. This command finds those tables under
-the given folders, checks that no case appears twice and that the folds differ, and writes
-``crossval_cases.csv`` (every case, with its fold) and ``crossval_summary.json``: per class and
-metric the mean and standard deviation over all cases, and the mean over each fold. It prints
+the given folders, checks that no case is validated by two folds of one seed and that no
+(fold, seed) pair appears twice, and writes ``crossval_cases.csv`` (every case, with its fold
+and seed) and ``crossval_summary.json``: per class and metric the mean and standard deviation
+over all case predictions, and the mean Dice of each fold and of each seed with their standard
+deviations. Seed repeats (``seed=0,1,2``) of one fold are summarised the same way. It prints
 the summary as a Markdown table.
 """
 
@@ -43,14 +45,16 @@ def find_fold_runs(folders: list[Path]) -> list[Path]:
     return runs
 
 
-def fold_of(run: Path) -> str:
-    """The ``data.fold`` a run trained with (from its Hydra config), or its folder name."""
+def fold_and_seed(run: Path) -> tuple[str, str]:
+    """The ``data.fold`` and ``seed`` a run trained with (from its Hydra config); without a
+    config, the folder name and seed ``"-"``."""
     config = run / ".hydra" / "config.yaml"
     if config.is_file():
-        fold = OmegaConf.load(config).get("data", {}).get("fold")
+        cfg = OmegaConf.load(config)
+        fold = cfg.get("data", {}).get("fold")
         if fold is not None:
-            return str(fold)
-    return run.name
+            return str(fold), str(cfg.get("seed", "-"))
+    return run.name, "-"
 
 
 def read_cases(run: Path) -> list[dict]:
@@ -67,19 +71,22 @@ def summarise(runs: list[Path]) -> tuple[dict, list[dict]]:
     """Pooled and per-fold statistics of the runs' validation cases."""
     rows, folds, seen = [], {}, {}
     for run in runs:
-        fold = fold_of(run)
-        if fold in folds:
-            raise CrossValError(f"fold {fold} appears twice: {folds[fold]} and {run}")
-        folds[fold] = run
+        fold, seed = fold_and_seed(run)
+        if (fold, seed) in folds:
+            raise CrossValError(
+                f"fold {fold} with seed {seed} appears twice: {folds[fold, seed]} and {run}"
+            )
+        folds[fold, seed] = run
         for row in read_cases(run):
-            if row["case"] in seen:
+            other = seen.get((row["case"], seed))
+            if other is not None:
                 raise CrossValError(
-                    f"case {row['case']} is validated in fold {seen[row['case']]} and fold {fold}:"
+                    f"case {row['case']} is validated in fold {other} and fold {fold}:"
                     " the runs do not come from one split"
                 )
-            seen[row["case"]] = fold
-            rows.append({"fold": fold, **row})
-    keys = sorted({k for row in rows for k in row if k not in ("case", "fold")})
+            seen[row["case"], seed] = fold
+            rows.append({"fold": fold, "seed": seed, **row})
+    keys = sorted({k for row in rows for k in row if k not in _LABELS})
     per_class = {}
     for key in keys:
         values = [row[key] for row in rows if key in row and not math.isnan(row[key])]
@@ -88,26 +95,38 @@ def summarise(runs: list[Path]) -> tuple[dict, list[dict]]:
             "sd": statistics.stdev(values) if len(values) > 1 else math.nan,
             "n": len(values),
         }
-    per_fold = {
-        fold: aggregate(
-            {k: v for k, v in row.items() if k not in ("case", "fold")}
-            for row in rows
-            if row["fold"] == fold
-        )
-        for fold in folds
-    }
-    pooled = aggregate({k: v for k, v in row.items() if k not in ("case", "fold")} for row in rows)
-    means = {k: v for k, v in pooled.items() if k.startswith("mean_")}
-    fold_dice = [m["mean_dice"] for m in per_fold.values() if "mean_dice" in m]
+    per_fold = _mean_dice_by(rows, "fold")
+    per_seed = _mean_dice_by(rows, "seed")
+    means = {k: v for k, v in _aggregate(rows).items() if k.startswith("mean_")}
     summary = {
-        "folds": {fold: str(run) for fold, run in folds.items()},
+        "runs": {f"fold {fold} seed {seed}": str(run) for (fold, seed), run in folds.items()},
         "cases": len(rows),
         "per_class": per_class,
         "mean_over_classes": means,
-        "mean_dice_per_fold": {fold: m.get("mean_dice") for fold, m in per_fold.items()},
-        "mean_dice_fold_sd": statistics.stdev(fold_dice) if len(fold_dice) > 1 else math.nan,
+        "mean_dice_per_fold": per_fold,
+        "mean_dice_fold_sd": _sd(per_fold.values()),
+        "mean_dice_per_seed": per_seed,
+        "mean_dice_seed_sd": _sd(per_seed.values()),
     }
     return summary, rows
+
+
+_LABELS = ("case", "fold", "seed")
+
+
+def _aggregate(rows: list[dict]) -> dict[str, float]:
+    return aggregate({k: v for k, v in row.items() if k not in _LABELS} for row in rows)
+
+
+def _mean_dice_by(rows: list[dict], label: str) -> dict[str, float]:
+    """Mean Dice (over classes of the per-class means) of the rows of each ``label`` value."""
+    groups = sorted({row[label] for row in rows})
+    return {g: _aggregate([r for r in rows if r[label] == g]).get("mean_dice") for g in groups}
+
+
+def _sd(values) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def markdown(summary: dict) -> str:
@@ -121,12 +140,14 @@ def markdown(summary: dict) -> str:
             stat = summary["per_class"].get(f"{name}_{cls}")
             cells.append(f"{stat['mean']:.3f} +- {stat['sd']:.3f}" if stat else "")
         lines.append(f"| {cls} | " + " | ".join(cells) + " |")
-    folds = ", ".join(f"{f}: {d:.4f}" for f, d in summary["mean_dice_per_fold"].items())
     lines.append("")
-    lines.append(
-        f"{summary['cases']} cases in {len(summary['folds'])} folds; mean Dice per fold {folds}"
-        f" (sd over folds {summary['mean_dice_fold_sd']:.4f})"
-    )
+    for label in ("fold", "seed"):
+        groups = summary[f"mean_dice_per_{label}"]
+        shown = ", ".join(f"{g}: {d:.4f}" for g, d in groups.items())
+        lines.append(
+            f"mean Dice per {label} {shown} (sd over {label}s {summary[f'mean_dice_{label}_sd']:.4f})"
+        )
+    lines.append(f"{summary['cases']} case predictions from {len(summary['runs'])} runs")
     return "\n".join(lines)
 
 

@@ -11,10 +11,10 @@ import pytest
 from hybrid_unet import crossval
 
 
-def _fold_run(root: Path, fold: int, rows: list[str]) -> Path:
-    run = root / str(fold)
+def _fold_run(root: Path, fold: int, rows: list[str], seed: int = 42) -> Path:
+    run = root / f"{fold}_{seed}"
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "config.yaml").write_text(f"data:\n  fold: {fold}\n")
+    (run / ".hydra" / "config.yaml").write_text(f"seed: {seed}\ndata:\n  fold: {fold}\n")
     (run / "validation_cases.csv").write_text("case,dice_1,dice_2\n" + "\n".join(rows) + "\n")
     return run
 
@@ -33,8 +33,18 @@ def test_summary_pools_cases_over_folds(tmp_path, capsys):
     assert summary["mean_dice_per_fold"] == pytest.approx({"0": 0.725, "1": 0.75})
     assert summary["mean_dice_fold_sd"] == pytest.approx(math.sqrt(2) * 0.0125)
     cases = (tmp_path / "crossval_cases.csv").read_text().splitlines()
-    assert cases[0] == "case,dice_1,dice_2,fold" and len(cases) == 4
+    assert cases[0] == "case,dice_1,dice_2,fold,seed" and len(cases) == 4
     assert "0.800 +- 0.100" in capsys.readouterr().out
+
+
+def test_seed_repeats_of_a_fold_are_summarised_per_seed(tmp_path):
+    _fold_run(tmp_path, 0, ["a,0.8,0.6", "b,0.9,0.7"], seed=1)
+    _fold_run(tmp_path, 0, ["a,0.7,0.6", "b,0.8,0.5"], seed=2)
+    assert crossval.main([str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "crossval_summary.json").read_text())
+    assert summary["mean_dice_per_seed"] == pytest.approx({"1": 0.75, "2": 0.65})
+    assert summary["mean_dice_seed_sd"] == pytest.approx(math.sqrt(2) * 0.05)
+    assert summary["per_class"]["dice_1"]["n"] == 4
 
 
 def test_a_case_in_two_folds_is_refused(tmp_path, capsys):
