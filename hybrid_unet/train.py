@@ -190,8 +190,9 @@ def _user_error(exc: Exception) -> str | None:
     if isinstance(exc, FileNotFoundError | DataError):
         return str(exc)
     from hybrid_unet.engine.step import TrainingDiverged
+    from hybrid_unet.engine.trainer import LoaderWorkerDied
 
-    if isinstance(exc, TrainingDiverged):
+    if isinstance(exc, TrainingDiverged | LoaderWorkerDied):
         return str(exc)
     return None
 
