@@ -87,6 +87,27 @@ class _RecordingWriter:
         self.f.flush()
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by a writer that was killed (its process is gone)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write a small text file so readers see the old or the new content, never half."""
     path = Path(path)
@@ -113,7 +134,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # a damaged header fails in many ways (even NotImplementedError)
         raise CheckpointError(
             path, f"not a readable PyTorch checkpoint, truncated or corrupt ({exc})"
         ) from None

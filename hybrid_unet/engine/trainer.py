@@ -20,6 +20,7 @@ from hybrid_unet.engine.checkpoint import (
     CheckpointWriteError,
     atomic_write_text,
     checkpoint_metadata,
+    remove_stale_temp_files,
     rng_state,
     set_rng_state,
     unwrap_model,
@@ -88,6 +89,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
         self.ema = ModelEMA(self.model, self.t["ema_decay"]) if self.t["ema_decay"] else None
         self.ckpts = CheckpointManager(self.ckpt_dir, **self.t["checkpoint"])
+        if self.dist.is_main and self.ckpt_dir.is_dir():  # a save cut short by a kill
+            remove_stale_temp_files(self.ckpt_dir)
         self.early_stopping = self.t["early_stopping"]
         frozen = self.t["freeze_encoder_epochs"]
         self.encoder = build.encoder_parameters(self.model) if frozen else []
@@ -362,7 +365,10 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.loss_fn.load_state_dict(ckpt["loss"])
+        # Checkpoints from before the loss kept its running means (extra state) still load.
+        keys = self.loss_fn.load_state_dict(ckpt["loss"], strict=False)
+        if keys.unexpected_keys or any(not k.endswith("_extra_state") for k in keys.missing_keys):
+            self.loss_fn.load_state_dict(ckpt["loss"])  # raises, naming the keys
         if self.ema is not None:
             self.ema.load_state_dict(ckpt.get("ema") or unwrap_model(self.model).state_dict())
         self.state.load_state_dict(ckpt["state"])
