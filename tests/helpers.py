@@ -41,6 +41,8 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 def run_train(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the training CLI in a subprocess, as a user would."""
     env = {**os.environ, "HYBRID_UNET_RUNS": str(cwd / "runs"), "WANDB_MODE": "offline"}
+    # This checkout's code, not whichever copy is pip-installed (cwd is a temporary dir).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
         [sys.executable, "-m", "hybrid_unet.train", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
