@@ -108,10 +108,15 @@ def resume_argv(argv: list[str]) -> list[str]:
     recorded = run_dir / ".hydra" / "overrides.yaml"
     if not (run_dir.is_dir() and recorded.exists()):
         return argv  # a bare checkpoint: resume into a new run dir
+    try:  # safe_load: a crafted overrides.yaml cannot construct Python objects
+        recorded_args = yaml.safe_load(recorded.read_text()) or []
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError([f"{recorded}: not a plain list of overrides ({first})"]) from None
+    if not isinstance(recorded_args, list) or not all(isinstance(a, str) for a in recorded_args):
+        raise ConfigError([f"{recorded}: expected a list of override strings"])
     new_keys = {_override_key(a) for a in argv}
-    old = [
-        a for a in yaml.safe_load(recorded.read_text()) or [] if _override_key(a) not in new_keys
-    ]
+    old = [a for a in recorded_args if _override_key(a) not in new_keys]
     old = [a for a in old if _override_key(a) not in ("trainer.resume", "hydra.run.dir")]
     return [*old, *argv, f"hydra.run.dir={run_dir}"]
 
@@ -153,8 +158,8 @@ def main() -> None:
     if user_wants_traceback:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
-    sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
     try:
+        sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
         train()
     except Exception as exc:
         if user_wants_traceback:
