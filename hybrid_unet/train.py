@@ -34,12 +34,15 @@ register_configs()
 # Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 _HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
+_composed: list[bool] = []  # set once Hydra composed the config and our task started
 
 
 @hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="config")
 def train(cfg: DictConfig) -> float:
     """Hydra task: check the config, train, return the best mean Dice (what sweepers optimise)."""
     from hybrid_unet.engine.trainer import Trainer
+
+    _composed.append(True)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-run sweep picks up where it was
@@ -158,6 +161,7 @@ def main() -> None:
     if user_wants_traceback:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    _composed.clear()
     try:
         sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
         train()
@@ -165,6 +169,9 @@ def main() -> None:
         if user_wants_traceback:
             raise
         _exit_on_user_error(exc)
+        if not _composed:  # Hydra failed on the overrides themselves (e.g. "loss=0")
+            print(f"error: cannot compose the config: {describe_exception(exc)}", file=sys.stderr)
+            raise SystemExit(2) from None
         raise
 
 
