@@ -39,4 +39,3 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
         atomic_save({"version": 2}, path)
     assert load_checkpoint(path) == {"version": 1}
     assert os.listdir(tmp_path) == ["last.pt"]
-

@@ -43,6 +43,7 @@ def test_bad_input_is_refused_with_one_clear_error(bad, tmp_path, observe):
     observe(message.splitlines()[-1].replace(str(tmp_path), "…")[:110])
 
 
+@pytest.mark.slow
 @pytest.mark.row("bad input", "the same through a real subprocess",
                  "exit 2, 'error:' line naming the file or key, no traceback")  # fmt: skip
 def test_bad_input_through_a_real_process(tmp_path, observe):

@@ -1,6 +1,6 @@
 """Config fuzzing: random overrides, inside the schema and outside it, never crash unexplained.
 
-Each example composes the config with 1-3 random overrides and runs the start-up path of
+Each example composes the config with 1-2 random overrides and runs the start-up path of
 ``python -m hybrid_unet.train`` up to the data (config check, model, loss, optimizer,
 scheduler, checkpoint manager). ``RELIABILITY_FUZZ_EXAMPLES=1000`` runs a longer search. Either
 that succeeds, or the exception is one the entry point

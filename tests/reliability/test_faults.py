@@ -30,7 +30,7 @@ from tests.reliability.harness import (
     train,
 )
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 STEPS, SAVES = 12, 4  # the fault run: 4 epochs x 3 steps, last.pt after each epoch
 EVAL_FORWARDS = 8  # 4 validations x 2 cases x 1 window
@@ -186,7 +186,7 @@ def test_full_disk_during_a_checkpoint_write(tmp_path, reference_run, observe, m
         assert not temp_files(run_dir)
         train(run_dir, "trainer.resume=auto")
         assert_same_result(run_dir, reference_run)
-        observe(f"write {n} failed with ENOSPC: '{message[:60]}...'; resumed, identical", cases=1)
+        observe(f"write {n} failed: '…{message.split(str(run_dir))[-1][:70]}…'; resumed, identical")
 
 
 def _same(a, b) -> bool:
@@ -268,7 +268,7 @@ def test_a_dead_loader_worker_ends_cleanly_and_resume_is_identical(
 
     marker = tmp_path / "worker-died"
     real_getitem = PatchDataset.__getitem__
-    k = random.Random(8).randrange(10, 20)
+    k = random.Random(8).randrange(24, 34)  # batch 12-16: fetched around steps 4-10
 
     def getitem(self, index):
         if index == k and not marker.exists():
@@ -289,7 +289,7 @@ def test_a_dead_loader_worker_ends_cleanly_and_resume_is_identical(
     _all_checkpoints_load(run_dir)
     train(run_dir, "trainer.resume=auto", "data.num_workers=2")
     assert_same_result(run_dir, reference_run)
-    observe(f"worker killed at item {k}: '{message[:70]}...'; resumed, identical")
+    observe(f"worker killed at item {k}: '{message[:60]}…'; resumed, identical")
 
 
 def _tb_add_scalar_fails(*args, **kwargs):

@@ -109,6 +109,7 @@ SECRETS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.row("security", "secrets in the environment (W&B key, tokens, passwords)",
                  "no secret in any file of the run dir (config, logs, TensorBoard, W&B offline)")  # fmt: skip
 def test_no_secret_reaches_the_run_dir(tmp_path, monkeypatch, observe):
