@@ -31,6 +31,7 @@ FAULT_RUN = [
     "logger=[csv]",
     "trainer.log_images=false",
     "trainer.final_val_metrics=[dice]",
+    "data.max_val_cases=1",
 ]
 
 

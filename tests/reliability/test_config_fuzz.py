@@ -126,7 +126,7 @@ def startup(overrides: list[str]) -> None:
 def test_random_overrides_never_crash_unexplained(observe):
     outcomes = {"accepted": 0, "explained": 0}
 
-    @settings(max_examples=int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "60")), deadline=None, derandomize=True, database=None,
+    @settings(max_examples=int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "40")), deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(st.lists(OVERRIDE, min_size=1, max_size=2))
     def check(overrides):
