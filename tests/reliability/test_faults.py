@@ -22,8 +22,12 @@ from hybrid_unet.engine import checkpoint as checkpoint_module
 from hybrid_unet.engine.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint
 from hybrid_unet.engine.trainer import LoaderWorkerDied
 from hybrid_unet.train import _user_error
+from tests.helpers import TINY
 from tests.reliability.harness import (
+    FAULT_RUN,
+    assert_one_error,
     assert_same_result,
+    cli,
     kill_self,
     run_forked,
     temp_files,
@@ -221,6 +225,9 @@ def test_truncated_last_falls_back_to_last_prev(tmp_path, reference_run, observe
             load_checkpoint(last)
     observe("20 truncations of last.pt refused by the loader", cases=20)
     last.write_bytes(data[: rng.randrange(len(data))])
+    named = cli([*TINY, *FAULT_RUN, f"trainer.resume={last}"], tmp_path)  # named explicitly
+    assert_one_error(named, str(last), "truncated or corrupt")
+    observe("trainer.resume=<the truncated file>: one error line naming it", cases=1)
     train(run_dir, "trainer.resume=auto")
     err = capsys.readouterr()
     assert f"warning: skipping unreadable checkpoint {last}" in err.err
