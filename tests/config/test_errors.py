@@ -9,7 +9,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from hybrid_unet.config.validate import target_problems
-from tests.helpers import compose_config, run_train
+from tests.helpers import cli, compose_config
 
 
 def test_unknown_model_argument_is_named_with_suggestion():
@@ -20,6 +20,6 @@ def test_unknown_model_argument_is_named_with_suggestion():
 
 
 def test_missing_pretrained_path_names_the_key(tmp_path):
-    result = run_train(["+preset=fine_tuning"], tmp_path, timeout=120)
-    assert result.returncode == 2
+    result = cli(["+preset=fine_tuning"], tmp_path)
+    assert result.code == 2
     assert "trainer.pretrained" in result.stderr and "Traceback" not in result.stderr

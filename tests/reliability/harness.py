@@ -8,9 +8,7 @@ fork could have left without its threads.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import os
 import signal
 import sys
@@ -23,7 +21,7 @@ from pathlib import Path
 import torch
 
 from hybrid_unet.engine.checkpoint import load_checkpoint
-from tests.helpers import train_in_process
+from tests.helpers import CliResult, cli, train_in_process  # noqa: F401 (re-exported)
 
 # 4 epochs of 3 steps, validated every epoch: a kill can land in any part of a run.
 FAULT_RUN = [
@@ -110,46 +108,6 @@ def assert_same_result(run_dir: Path, reference: Path) -> None:
 
 def temp_files(run_dir: Path) -> list[Path]:
     return [p for p in (run_dir / "checkpoints").iterdir() if ".tmp" in p.name]
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def cli(args: list[str], cwd: Path) -> CliResult:
-    """``python -m hybrid_unet.train ARGS`` in this process, with what it printed.
-
-    An exception that the entry point lets through (a crash the user would see as a traceback)
-    is returned as exit code 1 with the traceback in ``stderr``.
-    """
-    from hydra.core.global_hydra import GlobalHydra
-
-    from hybrid_unet import train as entry
-
-    env = dict(os.environ)
-    argv = sys.argv
-    os.environ.update({"HYBRID_UNET_RUNS": str(cwd / "runs"), "WANDB_MODE": "offline"})
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    GlobalHydra.instance().clear()
-    try:
-        sys.argv = ["hybrid_unet.train", *args]
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            entry.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except Exception:
-        err.write(traceback.format_exc())
-        code = 1
-    finally:
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(env)
-        GlobalHydra.instance().clear()
-    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def assert_one_error(result: CliResult, *named: str) -> str:
