@@ -34,12 +34,15 @@ register_configs()
 # Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 _HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
+_composed: list[bool] = []  # set once Hydra composed the config and our task started
 
 
 @hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="config")
 def train(cfg: DictConfig) -> float:
     """Hydra task: check the config, train, return the best mean Dice (what sweepers optimise)."""
     from hybrid_unet.engine.trainer import Trainer
+
+    _composed.append(True)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-run sweep picks up where it was
@@ -108,10 +111,15 @@ def resume_argv(argv: list[str]) -> list[str]:
     recorded = run_dir / ".hydra" / "overrides.yaml"
     if not (run_dir.is_dir() and recorded.exists()):
         return argv  # a bare checkpoint: resume into a new run dir
+    try:  # safe_load: a crafted overrides.yaml cannot construct Python objects
+        recorded_args = yaml.safe_load(recorded.read_text()) or []
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError([f"{recorded}: not a plain list of overrides ({first})"]) from None
+    if not isinstance(recorded_args, list) or not all(isinstance(a, str) for a in recorded_args):
+        raise ConfigError([f"{recorded}: expected a list of override strings"])
     new_keys = {_override_key(a) for a in argv}
-    old = [
-        a for a in yaml.safe_load(recorded.read_text()) or [] if _override_key(a) not in new_keys
-    ]
+    old = [a for a in recorded_args if _override_key(a) not in new_keys]
     old = [a for a in old if _override_key(a) not in ("trainer.resume", "hydra.run.dir")]
     return [*old, *argv, f"hydra.run.dir={run_dir}"]
 
@@ -153,13 +161,17 @@ def main() -> None:
     if user_wants_traceback:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
-    sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
+    _composed.clear()
     try:
+        sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
         train()
     except Exception as exc:
         if user_wants_traceback:
             raise
         _exit_on_user_error(exc)
+        if not _composed:  # Hydra failed on the overrides themselves (e.g. "loss=0")
+            print(f"error: cannot compose the config: {describe_exception(exc)}", file=sys.stderr)
+            raise SystemExit(2) from None
         raise
 
 
@@ -190,8 +202,9 @@ def _user_error(exc: Exception) -> str | None:
     if isinstance(exc, FileNotFoundError | DataError):
         return str(exc)
     from hybrid_unet.engine.step import TrainingDiverged
+    from hybrid_unet.engine.trainer import LoaderWorkerDied
 
-    if isinstance(exc, TrainingDiverged):
+    if isinstance(exc, TrainingDiverged | LoaderWorkerDied):
         return str(exc)
     return None
 

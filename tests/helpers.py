@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -41,6 +45,8 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 def run_train(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the training CLI in a subprocess, as a user would."""
     env = {**os.environ, "HYBRID_UNET_RUNS": str(cwd / "runs"), "WANDB_MODE": "offline"}
+    # This checkout's code, not whichever copy is pip-installed (cwd is a temporary dir).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
         [sys.executable, "-m", "hybrid_unet.train", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -55,3 +61,43 @@ def train_in_process(overrides: list[str], run_dir: Path):
     cfg = check_config(compose_config([*TINY, *overrides, f"paths.output_dir={run_dir}"]))
     trainer = Trainer(cfg, run_dir)
     return trainer.fit(), trainer
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli(args: list[str], cwd: Path) -> CliResult:
+    """``python -m hybrid_unet.train ARGS`` in this process, with what it printed.
+
+    An exception that the entry point lets through (a crash the user would see as a traceback)
+    is returned as exit code 1 with the traceback in ``stderr``.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hybrid_unet import train as entry
+
+    env = dict(os.environ)
+    argv = sys.argv
+    os.environ.update({"HYBRID_UNET_RUNS": str(cwd / "runs"), "WANDB_MODE": "offline"})
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    GlobalHydra.instance().clear()
+    try:
+        sys.argv = ["hybrid_unet.train", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            entry.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except Exception:
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env)
+        GlobalHydra.instance().clear()
+    return CliResult(code, out.getvalue(), err.getvalue())

@@ -100,7 +100,7 @@ class TrainerConfig:
     num_threads: int | None = None
     """torch intra-op threads on CPU (``null``: torch's default)."""
     deterministic: bool = False
-    """Ask torch for deterministic kernels."""
+    """Deterministic kernels, no cuDNN autotuning: same seed, same metrics.csv (docs/reliability.md)."""
     resume: str | None = None
     """Run dir or checkpoint to continue from."""
     val_overlap: float = 0.5

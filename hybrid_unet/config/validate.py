@@ -155,19 +155,97 @@ def total_stride(model_cfg: dict) -> tuple[int, int, int] | None:
     return tuple(total)
 
 
+# Ranges of the schema-backed numbers: (key, lowest, highest, lowest included, may be null).
+# The dataclass schemas check types only; a 0 or a NaN here would fail deep inside the run.
+_RANGES: list[tuple[str, float, float, bool, bool]] = [
+    ("seed", 0, 2**32 - 1, True, False),
+    ("data.num_classes", 2, 255, True, False),
+    ("data.in_channels", 1, math.inf, True, False),
+    ("data.batch_size", 1, math.inf, True, True),
+    ("data.num_folds", 2, math.inf, True, False),
+    ("data.fold", 0, math.inf, True, False),
+    ("data.oversample_foreground", 0.0, 1.0, True, False),
+    ("data.num_workers", 0, math.inf, True, False),
+    ("data.max_val_cases", 1, math.inf, True, True),
+    ("trainer.max_epochs", 1, math.inf, True, False),
+    ("trainer.steps_per_epoch", 1, math.inf, True, False),
+    ("trainer.val_every", 1, math.inf, True, False),
+    ("trainer.grad_clip", 0.0, math.inf, False, True),
+    ("trainer.num_threads", 1, math.inf, True, True),
+    ("trainer.val_overlap", 0.0, 0.99, True, False),
+    ("trainer.val_sw_batch_size", 1, math.inf, True, False),
+    ("trainer.val_tolerance_mm", 0.0, math.inf, False, False),
+    ("trainer.max_time_minutes", 0.0, math.inf, False, True),
+    ("trainer.freeze_encoder_epochs", 0, math.inf, True, False),
+    ("trainer.max_bad_steps", 1, math.inf, True, False),
+    ("trainer.accumulate_grad_batches", 1, math.inf, True, False),
+    ("trainer.ema_decay", 0.0, 1.0, False, True),
+    ("trainer.checkpoint.save_top_k", -1, math.inf, True, False),
+    ("trainer.checkpoint.every_n_epochs", 1, math.inf, True, True),
+    ("trainer.early_stopping.patience", 1, math.inf, True, True),
+    ("trainer.early_stopping.min_delta", 0.0, math.inf, True, False),
+]
+
+
+def range_problems(cfg: dict) -> list[str]:
+    """Numbers outside their meaningful range (zero epochs, a NaN overlap, fold 7 of 5)."""
+    problems = []
+    for key, low, high, low_included, nullable in _RANGES:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            if not nullable and _present(cfg, key):
+                problems.append(f"config key '{key}': must not be null")
+            continue
+        if isinstance(node, bool) or not isinstance(node, int | float):
+            continue  # a type problem, reported by the schema check
+        above = node >= low if low_included else node > low
+        if not math.isfinite(node) or not above or node > high:
+            bound = "[" if low_included else "("
+            top = "inf)" if high == math.inf else f"{high}]"
+            problems.append(f"config key '{key}': {node} is outside {bound}{low}, {top}")
+    data = cfg.get("data") or {}
+    fold, folds = data.get("fold"), data.get("num_folds")
+    if isinstance(fold, int) and isinstance(folds, int) and folds >= 2 and fold >= folds:
+        problems.append(f"config key 'data.fold': {fold} but data.num_folds={folds}")
+    for key in ("trainer.checkpoint.mode", "trainer.early_stopping.mode"):
+        section, sub, name = key.split(".")
+        value = ((cfg.get(section) or {}).get(sub) or {}).get(name, "max")
+        if value not in ("min", "max"):
+            problems.append(f"config key '{key}': must be 'min' or 'max', got {value!r}")
+    return problems
+
+
+def _present(cfg: dict, key: str) -> bool:
+    node: Any = cfg
+    for part in key.split(".")[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return isinstance(node, dict) and key.split(".")[-1] in node
+
+
 def cross_field_problems(cfg: dict) -> list[str]:
     """Checks that span several groups."""
-    problems = []
+    problems = range_problems(cfg)
     patch = cfg["data"].get("patch_size")
     stride = total_stride(cfg["model"]) if isinstance(cfg.get("model"), dict) else None
-    if patch is not None and stride is not None:
-        if len(patch) != 3:
-            problems.append(f"config key 'data.patch_size': needs 3 sizes (D, H, W), got {patch}")
-        elif any(p % s for p, s in zip(patch, stride, strict=True)):
-            problems.append(
-                f"config key 'data.patch_size': {list(patch)} is not divisible by the model's "
-                f"total stride {list(stride)} (from model.strides)"
-            )
+    if patch is not None and (
+        not isinstance(patch, list)
+        or len(patch) != 3
+        or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in patch)
+    ):
+        problems.append(
+            f"config key 'data.patch_size': needs 3 positive sizes (D, H, W), got {patch}"
+        )
+    elif (
+        patch is not None
+        and stride is not None
+        and any(p % s for p, s in zip(patch, stride, strict=True))
+    ):
+        problems.append(
+            f"config key 'data.patch_size': {list(patch)} is not divisible by the model's "
+            f"total stride {list(stride)} (from model.strides)"
+        )
     from hybrid_unet.metrics import METRICS
 
     for key in ("val_metrics", "final_val_metrics"):

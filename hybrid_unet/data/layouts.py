@@ -17,6 +17,7 @@ Supported:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,11 +63,25 @@ class DatasetLayout:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(path, "dataset.json not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(path, f"invalid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataError(path, f"expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _index_map(source: Path, meta: dict, key: str) -> dict[int, str]:
+    """``{"0": "background", ...}`` as ``{0: "background"}``; names file and key when malformed."""
+    value = meta.get(key, {})
+    try:
+        return {int(k): str(v) for k, v in value.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(
+            source, f"'{key}' must map integer strings to names, got {value!r}"
+        ) from None
 
 
 def _stem(path: str, ending: str) -> str:
@@ -74,12 +89,37 @@ def _stem(path: str, ending: str) -> str:
     return name[: -len(ending)] if name.endswith(ending) else name.split(".")[0]
 
 
+def inside_root(root: Path, relative: object, where: str) -> Path:
+    """``root / relative``, refusing paths that leave ``root`` (``../``, absolute paths).
+
+    The check is on the path as written (symlinks inside the dataset are allowed), so a
+    ``dataset.json`` from elsewhere cannot make training read ``../../etc/passwd``.
+
+    Raises:
+        DataError: naming ``dataset.json`` and the entry.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise DataError(root / "dataset.json", f"{where} must be a path string, got {relative!r}")
+    joined = os.path.normpath(os.path.join(root, relative))
+    base = os.path.normpath(root)
+    if os.path.isabs(relative) or os.path.commonpath([base, joined]) != base:
+        raise DataError(
+            root / "dataset.json",
+            f"{where} {relative!r} points outside the dataset folder; paths must stay inside it",
+        )
+    return Path(joined)
+
+
 def _decathlon(root: Path, meta: dict) -> DatasetLayout:
+    meta_file = root / "dataset.json"
     cases = []
-    for i, entry in enumerate(meta["training"]):
+    training = meta["training"]
+    if not isinstance(training, list):
+        raise DataError(root / "dataset.json", "'training' must be a list of cases")
+    for i, entry in enumerate(training):
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(root / "dataset.json", f"training[{i}] needs an 'image' entry")
-        image = root / entry["image"]
+        image = inside_root(root, entry["image"], f"training[{i}].image")
         images = [image]
         if not image.exists():
             ending = ".nii.gz" if image.name.endswith(".nii.gz") else image.suffix
@@ -87,16 +127,24 @@ def _decathlon(root: Path, meta: dict) -> DatasetLayout:
                 image.parent.glob(f"{_stem(image.name, ending)}_[0-9][0-9][0-9][0-9]{ending}")
             )
             images = split or images  # a missing file is reported by validation, not here
-        label = root / entry["label"] if entry.get("label") else None
+        label = (
+            inside_root(root, entry["label"], f"training[{i}].label")
+            if entry.get("label")
+            else None
+        )
         cases.append(CaseRecord(_stem(entry["image"], ".nii.gz"), images, label))
-    labels = {int(k): str(v) for k, v in meta.get("labels", {}).items()}
-    modality = {int(k): str(v) for k, v in meta.get("modality", {}).items()}
+    labels, modality = (
+        _index_map(meta_file, meta, "labels"),
+        _index_map(meta_file, meta, "modality"),
+    )
     return DatasetLayout(root, "decathlon", sorted(cases, key=lambda c: c.name), labels, modality)
 
 
 def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
     ending = meta.get("file_ending", ".nii.gz")
-    channels = {int(k): str(v) for k, v in meta["channel_names"].items()}
+    channels = _index_map(root / "dataset.json", meta, "channel_names")
+    if not isinstance(meta.get("labels", {}), dict):
+        raise DataError(root / "dataset.json", "'labels' must map names to integer values")
     labels = {}
     for name, value in meta.get("labels", {}).items():
         if not isinstance(value, int):
@@ -121,11 +169,21 @@ def _hdf5(root: Path) -> DatasetLayout:
 
     cases = [CaseRecord(n, [root], root, key=n) for n in list_hdf5_cases(root)]
     with h5py.File(root, "r") as f:
-        labels = json.loads(f.attrs.get("labels", "{}"))
-        modality = json.loads(f.attrs.get("modality", "{}"))
-    labels = {int(k): str(v) for k, v in labels.items()}
-    modality = {int(k): str(v) for k, v in modality.items()}
-    return DatasetLayout(root, "hdf5", cases, labels, modality)
+        if not cases:
+            raise DataError(
+                root,
+                "wrong HDF5 layout: no case groups (expected one group per case holding "
+                f"'image', 'label' and a 'spacing' attribute; top level has {sorted(f)})",
+            )
+        try:
+            meta = {k: json.loads(f.attrs.get(k, "{}")) for k in ("labels", "modality")}
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                root, f"root attributes 'labels'/'modality' are not JSON ({exc})"
+            ) from None
+    return DatasetLayout(
+        root, "hdf5", cases, _index_map(root, meta, "labels"), _index_map(root, meta, "modality")
+    )
 
 
 def detect_layout(root: str | Path) -> DatasetLayout:

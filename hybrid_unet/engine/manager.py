@@ -13,13 +13,12 @@ Files in ``<run_dir>/checkpoints``, every one written atomically:
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hybrid_unet.engine.checkpoint import atomic_save, load_checkpoint
+from hybrid_unet.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
 
 _MODES = ("min", "max")
 
@@ -78,10 +77,8 @@ class CheckpointManager:
 
     def save_last(self, payload: dict[str, Any]) -> Path:
         """Write ``last.pt``, keeping the one before as ``last-prev.pt``."""
-        last = self.dir / "last.pt"
-        if last.exists():
-            os.replace(last, self.dir / "last-prev.pt")
-        return atomic_save(payload, last)
+        # The old last.pt becomes last-prev.pt only once the new one is complete.
+        return atomic_save(payload, self.dir / "last.pt", keep_previous_as="last-prev.pt")
 
     def after_epoch(
         self,
@@ -137,20 +134,27 @@ def improves(value: float, best: float, mode: str, min_delta: float = 0.0) -> bo
     return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint this trainer wrote (``model`` and ``state`` inside), safely loaded.
+
+    Raises:
+        CheckpointError: unreadable, corrupt, refused, or not a training checkpoint.
+    """
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or "state" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(path, "not a training checkpoint (no 'state' or 'model' inside)")
+    return ckpt
+
+
 def find_resumable(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint in ``ckpt_dir`` that loads, with its contents.
 
-    Unreadable ones (a truncated file, a torn write on a full disk) are skipped with a warning
-    naming the file.
+    Unreadable ones (a truncated file, a flipped byte, a torn write on a full disk) are skipped
+    with a warning naming the file.
     """
     for path in CheckpointManager(ckpt_dir).candidates():
         try:
-            ckpt = load_checkpoint(path)
-            if not isinstance(ckpt, dict) or "state" not in ckpt or "model" not in ckpt:
-                raise ValueError("not a training checkpoint (no 'state' or 'model')")
-        except Exception as exc:  # any failure to load means: try the next one
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"warning: skipping unreadable checkpoint {path}: {reason}", file=sys.stderr)
-            continue
-        return path, ckpt
+            return path, load_training_checkpoint(path)
+        except CheckpointError as exc:  # try the next one
+            print(f"warning: skipping unreadable checkpoint {path}: {exc.problem}", file=sys.stderr)
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -16,9 +17,10 @@ from tqdm import tqdm
 
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import (
+    CheckpointWriteError,
     atomic_write_text,
     checkpoint_metadata,
-    load_checkpoint,
+    remove_stale_temp_files,
     rng_state,
     set_rng_state,
     unwrap_model,
@@ -31,7 +33,12 @@ from hybrid_unet.engine.distributed import (
     weights_digest,
 )  # fmt: skip
 from hybrid_unet.engine.ema import ModelEMA
-from hybrid_unet.engine.manager import CheckpointManager, find_resumable, improves
+from hybrid_unet.engine.manager import (
+    CheckpointManager,
+    find_resumable,
+    improves,
+    load_training_checkpoint,
+)
 from hybrid_unet.engine.resources import model_cost, peak_memory_mb
 from hybrid_unet.engine.signals import StopRequest
 from hybrid_unet.engine.state import TrainState
@@ -42,6 +49,10 @@ from hybrid_unet.logging.panels import slice_panel
 
 _CALIBRATION_STEPS = 25  # a time budget sizes the run from the speed of steps 6..25:
 _WARMUP_STEPS = 5  # the first steps (loading cases, allocator warm-up) run slower
+
+
+class LoaderWorkerDied(RuntimeError):
+    """A data loader worker process died (killed, out of memory); says how to resume."""
 
 
 class Trainer:
@@ -62,7 +73,7 @@ class Trainer:
                 torch.cuda.set_device(self.device)
         if self.t["num_threads"]:
             torch.set_num_threads(self.t["num_threads"])
-        torch.use_deterministic_algorithms(self.t["deterministic"], warn_only=True)
+        set_deterministic(self.t["deterministic"])
         torch.manual_seed(cfg["seed"])
         if self.t["accumulate_grad_batches"] < 1 or self.t["max_bad_steps"] < 1:
             raise ValueError(
@@ -78,6 +89,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
         self.ema = ModelEMA(self.model, self.t["ema_decay"]) if self.t["ema_decay"] else None
         self.ckpts = CheckpointManager(self.ckpt_dir, **self.t["checkpoint"])
+        if self.dist.is_main and self.ckpt_dir.is_dir():  # a save cut short by a kill
+            remove_stale_temp_files(self.ckpt_dir)
         self.early_stopping = self.t["early_stopping"]
         frozen = self.t["freeze_encoder_epochs"]
         self.encoder = build.encoder_parameters(self.model) if frozen else []
@@ -116,6 +129,21 @@ class Trainer:
                     self.save_last()  # mid-epoch: resume continues here
                     break
                 self.end_epoch(val_cases, grad_norm)
+        except CheckpointWriteError as exc:
+            raise CheckpointWriteError(
+                exc.path,
+                f"{exc.problem}; free space, then resume with trainer.resume={self.run_dir}",
+            ) from exc
+        except RuntimeError as exc:
+            if "DataLoader worker" not in str(exc):
+                raise
+            # The data order depends only on (seed, step): resuming replays the same batches.
+            first = str(exc).strip().splitlines()[0]
+            raise LoaderWorkerDied(
+                f"a data loader worker died at step {state.step} ({first}); the checkpoints "
+                f"in {self.ckpt_dir} are intact: resume with trainer.resume={self.run_dir} "
+                "(lower data.num_workers if workers are killed for memory)"
+            ) from exc
         finally:
             stop.uninstall()
             self.logger.close()
@@ -341,7 +369,10 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.loss_fn.load_state_dict(ckpt["loss"])
+        # Checkpoints from before the loss kept its running means (extra state) still load.
+        keys = self.loss_fn.load_state_dict(ckpt["loss"], strict=False)
+        if keys.unexpected_keys or any(not k.endswith("_extra_state") for k in keys.missing_keys):
+            self.loss_fn.load_state_dict(ckpt["loss"])  # raises, naming the keys
         if self.ema is not None:
             self.ema.load_state_dict(ckpt.get("ema") or unwrap_model(self.model).state_dict())
         self.state.load_state_dict(ckpt["state"])
@@ -382,6 +413,19 @@ class Trainer:
         return summary
 
 
+def set_deterministic(on: bool) -> None:
+    """``trainer.deterministic``: deterministic kernels (warning where torch has none).
+
+    cuDNN autotuning is off (it may pick different kernels per run) and cuBLAS gets the
+    fixed workspace its deterministic mode needs (read when CUDA starts, so set it early).
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+
+
 def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict] | None:
     """The checkpoint to resume from and its contents: a file, a run dir, or ``auto``.
 
@@ -401,4 +445,4 @@ def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict] | Non
         return found
     if not path.is_file():
         raise FileNotFoundError(f"trainer.resume: no checkpoint at {path}")
-    return path, load_checkpoint(path)
+    return path, load_training_checkpoint(path)

@@ -140,3 +140,10 @@ class RunningMeans:
         out = {k: float(v) / self._counts[k] for k, v in self._sums.items()}
         self._sums, self._counts = {}, {}
         return out
+
+    def state_dict(self) -> dict:
+        """The sums and counts so far: a run stopped mid-epoch logs the same means on resume."""
+        return {"sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sums, self._counts = dict(state["sums"]), dict(state["counts"])

@@ -69,6 +69,12 @@ class WeightedSumLoss(SegmentationLoss):
             if hasattr(loss, "update"):
                 loss.update(epoch, max_epochs)
 
+    def get_extra_state(self) -> dict:
+        return self._means.state_dict()
+
+    def set_extra_state(self, state: dict) -> None:
+        self._means.load_state_dict(state)
+
     def log_values(self) -> dict[str, float]:
         """Component means since the last call, plus the components' own values, prefixed."""
         out = self._means.pop()

@@ -1,4 +1,7 @@
-"""Checkpoints are written atomically and load with the safe unpickler, RNG state included."""
+"""Checkpoints are written atomically and load with the safe unpickler, RNG state included.
+
+Faults (full disk, kills, corrupt files, malicious pickles) are in tests/reliability/.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +35,7 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(checkpoint.CheckpointWriteError, match="disk full"):
         atomic_save({"version": 2}, path)
     assert load_checkpoint(path) == {"version": 1}
     assert os.listdir(tmp_path) == ["last.pt"]
-
-
-def test_the_safe_loader_refuses_arbitrary_objects(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-
-    path = tmp_path / "evil.pt"
-    torch.save({"x": Evil()}, path)
-    with pytest.raises(Exception, match="Weights only load failed"):
-        load_checkpoint(path)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hybrid_unet.engine.checkpoint import load_checkpoint
-from tests.helpers import TINY, run_train
+from tests.helpers import TINY, cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +24,14 @@ def _rows(run_dir):
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
-    straight = run_train([*TINY, *SCHEDULE, "trainer.max_epochs=4", "run_name=straight"], tmp_path)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = run_train([*TINY, *SCHEDULE, "trainer.max_epochs=2", "run_name=split"], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    straight = cli([*TINY, *SCHEDULE, "trainer.max_epochs=4", "run_name=straight"], tmp_path)
+    assert straight.code == 0, straight.stderr[-3000:]
+    first = cli([*TINY, *SCHEDULE, "trainer.max_epochs=2", "run_name=split"], tmp_path)
+    assert first.code == 0, first.stderr[-3000:]
     split_dir = tmp_path / "runs" / "split"
     # The resume names only the run and what changes: its other overrides are replayed.
-    second = run_train([f"trainer.resume={split_dir}", "trainer.max_epochs=4"], tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = cli([f"trainer.resume={split_dir}", "trainer.max_epochs=4"], tmp_path)
+    assert second.code == 0, second.stderr[-3000:]
     assert "Resumed from" in second.stdout
 
     a = load_checkpoint(tmp_path / "runs" / "straight" / "checkpoints" / "last.pt")
