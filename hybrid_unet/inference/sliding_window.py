@@ -117,8 +117,10 @@ class SlidingWindow:
         """
         patch = tuple(self.patch_size or patch_size)
         shape = image.shape[1:]
-        # A smaller image is padded with 0 (the mean after normalisation) to one window.
-        pad = [(0, 0)] + [(0, max(0, p - s)) for s, p in zip(shape, patch, strict=True)]
+        # A smaller image is padded with 0 (the mean after normalisation) to one window, on
+        # both sides as nnU-Net and MONAI do, so the network sees it centred.
+        pad = [(0, 0)] + [((p - s) // 2, p - s - (p - s) // 2) if p > s else (0, 0)
+                          for s, p in zip(shape, patch, strict=True)]  # fmt: skip
         if any(after for _, after in pad):
             image = np.pad(image, pad)
         padded = image.shape[1:]
@@ -149,7 +151,9 @@ class SlidingWindow:
                 logits[(slice(None), *sl)] += mean[j]
                 norm[sl] += weights
         out = (logits / norm).astype(np.float32, copy=False)
-        return out[(slice(None), *(slice(0, s) for s in shape))]
+        return out[
+            (slice(None), *(slice(a, a + s) for (a, _), s in zip(pad[1:], shape, strict=True)))
+        ]
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
