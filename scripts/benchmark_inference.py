@@ -9,12 +9,12 @@ and Gaussian blending:
 * MONAI: ``monai.inferers.sliding_window_inference`` (``mode="gaussian"``, same sigma);
 * ONNX: our sliding window with the network exported to ONNX and run by ONNX Runtime.
 
-Medians of ``--repeats`` runs; the first (small) case is run once more before timing as a
+Medians of ``--repeats`` interleaved runs; the first (small) case is run once more before timing as a
 warm-up for both runtimes. Preprocessing (crop, resample, normalise) and mapping the label
 back are timed apart: they are the same for every path. Torch and ONNX Runtime use one thread each
 (pin the process to one core with ``taskset -c 1`` as docs/benchmarks.md did).
 
-    taskset -c 1 python scripts/benchmark_inference.py [--model hybrid_unet] [--repeats 3]
+    taskset -c 1 python scripts/benchmark_inference.py [--model hybrid_unet] [--repeats 10]
 """
 
 from __future__ import annotations
@@ -51,22 +51,27 @@ def build_model(name: str) -> torch.nn.Module:
     return instantiate(cfg).eval()
 
 
-def timed(fn, repeats: int, warm_up: bool) -> tuple[float, np.ndarray]:
-    out = fn() if warm_up else None  # allocator, ONNX Runtime's first run
-    times = []
+def timed(fns, repeats: int, warm_up: bool) -> list[tuple[float, np.ndarray]]:
+    """Median seconds and last output of each function; runs interleave, so a change in the
+    machine's load hits every path alike."""
+    outs = [fn() if warm_up else None for fn in fns]  # allocator, ONNX Runtime's first run
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outs[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outs, strict=True)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="hybrid_unet", help="a conf/model/ option")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10, help="runs of the hippocampus case")
+    parser.add_argument("--repeats-large", type=int, default=1, help="runs of the T1 series")
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--case", default="", help="only cases whose name contains this")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -109,7 +114,8 @@ def main() -> int:
               "| max diff ours-MONAI | max diff ORT-torch |")  # fmt: skip
     print(header)
     print("|---" * 11 + "|")
-    for i, (name, source) in enumerate(CASES.items()):
+    cases = {k: v for k, v in CASES.items() if args.case in k}
+    for i, (name, source) in enumerate(cases.items()):
         image, geometry = read_image(source)
         start = time.perf_counter()
         x, _, props = prepare_case(image, None, geometry, plan)
@@ -117,10 +123,10 @@ def main() -> int:
         t_prep = time.perf_counter() - start
         windows = np.prod([len(window_starts(max(s, p), p, args.overlap))
                            for s, p in zip(x.shape[1:], PATCH, strict=True)])  # fmt: skip
-        repeats = args.repeats
+        repeats = args.repeats if i == 0 else args.repeats_large
 
         def ours(forward=torch_forward, x=x):
-            return softmax(window(x, forward, 3, PATCH))
+            return softmax(window(x, forward, 3, PATCH), inplace=True)
 
         @torch.no_grad()
         def monai(x=x):
@@ -129,9 +135,9 @@ def main() -> int:
                                               sigma_scale=0.125)  # fmt: skip
             return torch.softmax(logits, 1)[0].numpy()
 
-        t_ours, p_ours = timed(ours, repeats, i == 0)
-        t_monai, p_monai = timed(monai, repeats, i == 0)
-        t_onnx, p_onnx = timed(lambda: ours(onnx_forward), repeats, i == 0)
+        (t_ours, p_ours), (t_monai, p_monai), (t_onnx, p_onnx) = timed(
+            [ours, monai, lambda: ours(onnx_forward)], repeats, i == 0
+        )
         print(f"| {name} | {' x '.join(map(str, x.shape[1:]))} | {windows} | {t_prep:.2f} | "
               f"{t_ours:.2f} | "
               f"{t_monai:.2f} | {t_monai / t_ours:.2f} | {t_onnx:.2f} | {t_ours / t_onnx:.2f} | "

@@ -69,7 +69,10 @@ class OnnxPredictor:
 
     def members(self, image: np.ndarray) -> Iterator[np.ndarray]:
         """The one member: softmax ``(K, D, H, W)`` of a preprocessed image."""
-        yield softmax(self.sliding_window(image, self.forward, self.num_classes, self.patch_size))
+        yield softmax(
+            self.sliding_window(image, self.forward, self.num_classes, self.patch_size),
+            inplace=True,
+        )
 
     def segment(self, image: np.ndarray, geometry: Geometry) -> Segmentation:
         """Segment a scan ``(C, D, H, W)`` as read; the result lies on the scan's own grid."""

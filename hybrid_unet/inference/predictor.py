@@ -131,7 +131,7 @@ class Predictor:
             try:
                 for _ in range(samples):
                     logits = self.sliding_window(image, forward, self.num_classes, self.patch_size)
-                    yield softmax(logits)
+                    yield softmax(logits, inplace=True)
             finally:
                 model.eval()
 

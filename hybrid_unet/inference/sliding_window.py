@@ -13,6 +13,7 @@ batch as the window itself, and their logits are flipped back and averaged befor
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -30,6 +31,13 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     step = max(1.0, patch * (1.0 - overlap))
     n = math.ceil((size - patch) / step) + 1
     return [round(i * (size - patch) / (n - 1)) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian(patch: tuple[int, ...], sigma_scale: float) -> np.ndarray:
+    weights = gaussian_importance(patch, sigma_scale)
+    weights.flags.writeable = False  # shared between calls
+    return weights
 
 
 def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
@@ -125,7 +133,7 @@ class SlidingWindow:
             image = np.pad(image, pad)
         padded = image.shape[1:]
         weights = (
-            gaussian_importance(patch, self.sigma_scale)
+            _gaussian(patch, self.sigma_scale)
             if self.sigma_scale > 0
             else np.ones(patch, np.float32)
         )
@@ -141,24 +149,29 @@ class SlidingWindow:
             batch = slices[first : first + self.batch_size]
             windows = np.stack([image[(slice(None), *sl)] for sl in batch])  # (n, C, d, h, w)
             inputs = [windows if not f else np.flip(windows, [a + 2 for a in f]) for f in flips]
-            out = forward(np.ascontiguousarray(np.concatenate(inputs)))
+            out = forward(windows if len(inputs) == 1 else np.concatenate(inputs))
             n = len(batch)
-            mean = out[:n].astype(np.float32, copy=True)
+            # The forward's output is ours: average and weight it in place.
+            mean = out[:n] if out.dtype == np.float32 else out[:n].astype(np.float32)
             for i, f in enumerate(flips[1:], start=1):
                 mean += np.flip(out[i * n : (i + 1) * n], [a + 2 for a in f])
-            mean *= weights / len(flips)
+            mean *= weights if len(flips) == 1 else weights / len(flips)
             for j, sl in enumerate(batch):
                 logits[(slice(None), *sl)] += mean[j]
                 norm[sl] += weights
-        out = (logits / norm).astype(np.float32, copy=False)
+        out = (logits / norm).astype(np.float32) if half else np.divide(logits, norm, out=logits)
         return out[
             (slice(None), *(slice(a, a + s) for (a, _), s in zip(pad[1:], shape, strict=True)))
         ]
 
 
-def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Numerically stable softmax over ``axis`` (the class axis of ``(K, D, H, W)``)."""
-    z = logits - logits.max(axis=axis, keepdims=True)
+def softmax(logits: np.ndarray, axis: int = 0, inplace: bool = False) -> np.ndarray:
+    """Numerically stable softmax over ``axis`` (the class axis of ``(K, D, H, W)``).
+
+    With ``inplace`` the result overwrites ``logits`` (no second array of its size).
+    """
+    top = logits.max(axis=axis, keepdims=True)
+    z = np.subtract(logits, top, out=logits) if inplace else logits - top
     np.exp(z, out=z)
     z /= z.sum(axis=axis, keepdims=True)
     return z
