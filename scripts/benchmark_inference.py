@@ -9,10 +9,11 @@ and Gaussian blending:
 * MONAI: ``monai.inferers.sliding_window_inference`` (``mode="gaussian"``, same sigma);
 * ONNX: our sliding window with the network exported to ONNX and run by ONNX Runtime.
 
-Medians of ``--repeats`` interleaved runs; the first (small) case is run once more before timing as a
-warm-up for both runtimes. Preprocessing (crop, resample, normalise) and mapping the label
-back are timed apart: they are the same for every path. Torch and ONNX Runtime use one thread each
-(pin the process to one core with ``taskset -c 1`` as docs/benchmarks.md did).
+Medians of ``--repeats`` (hippocampus) and ``--repeats-large`` (T1) runs, the three paths
+interleaved so that a change in the machine's load hits all alike; the first (small) case is
+run once more before timing as a warm-up. Preprocessing (crop, resample, normalise) and mapping
+the label back are timed apart: they are the same for every path. Torch and ONNX Runtime use
+one thread each (pin the process to one core with ``taskset -c 1``, as docs/benchmarks.md did).
 
     taskset -c 1 python scripts/benchmark_inference.py [--model hybrid_unet] [--repeats 10]
 """
