@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -139,6 +142,7 @@ def predict(cfg: DictConfig) -> None:
     try:
         summary = run_prediction(check_predict_config(cfg))
     except Exception as exc:
+        _discard_if_empty(Path(HydraConfig.get().runtime.output_dir))
         exit_on_user_error(exc)
         raise
     ok, failed = len(summary["cases"]), len(summary["failed"])
@@ -148,6 +152,12 @@ def predict(cfg: DictConfig) -> None:
         print(f"error: {failed} case(s) failed ({names}); see {cfg.output}/summary.json",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(1)
+
+
+def _discard_if_empty(output: Path) -> None:
+    """Remove an output folder that holds nothing but Hydra's ``.hydra`` (nothing predicted)."""
+    if output.is_dir() and {p.name for p in output.iterdir()} <= {".hydra"}:
+        shutil.rmtree(output, ignore_errors=True)
 
 
 def _interrupt(signum, frame) -> None:

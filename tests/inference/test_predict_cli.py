@@ -88,6 +88,7 @@ def test_config_errors_are_one_line_and_exit_2(tiny_run, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "sliding_window.overlpa" in result.stderr and "did you mean 'overlap'" in result.stderr
     assert "connectivity" in result.stderr
+    assert not (tmp_path / "o").exists()  # nothing predicted: no output folder left behind
     missing = run_predict([f"checkpoints={tmp_path}/none", f"input={tmp_path}",
                            f"output={tmp_path}/o"], tmp_path)  # fmt: skip
     assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
@@ -143,7 +144,7 @@ def test_hdf5_and_dataset_json_inputs(tiny_run, tmp_path):
     h5 = tmp_path / "cases.h5"
     for i in range(2):
         write_hdf5_case(h5, f"h{i}", phantom(i), None, SPACING)
-    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={h5}",
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={h5}", "precision=bf16",
                                    f"output={tmp_path}/h5", "class_names=[a,b,c]"])  # fmt: skip
     assert [c["case"] for c in summary["cases"]] == ["h0", "h1"] and not summary["failed"]
     label, geometry = read_image(tmp_path / "h5" / "h0.nii.gz")
