@@ -159,3 +159,18 @@ def test_hdf5_and_dataset_json_inputs(tiny_run, tmp_path):
                                    f"output={tmp_path}/ds_out"])  # fmt: skip
     assert [c["case"] for c in summary["cases"]] == ["t1", "t2"]
     assert os.path.isfile(tmp_path / "ds_out" / "t1.nii.gz")
+
+
+def test_dataset_json_val_split_predicts_the_runs_validation_fold(tiny_run, tmp_path):
+    fold = json.loads((tiny_run / "splits.json").read_text())[0]["val"]
+    root = tmp_path / "ds"
+    names = sorted([*fold, "not_in_fold"])
+    for i, name in enumerate(names):
+        write_scan(root / "imagesTr" / f"{name}.nii.gz", seed=i)
+    training = [
+        {"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names
+    ]
+    (root / "dataset.json").write_text(json.dumps({"training": training, "labels": {}}))
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={root}/dataset.json",
+                                   "split=val", f"output={tmp_path}/val"])  # fmt: skip
+    assert sorted(c["case"] for c in summary["cases"]) == sorted(fold)
