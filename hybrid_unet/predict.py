@@ -1,70 +1,190 @@
-"""Segment new scans with a trained run.
+"""Segment new scans with one or more trained runs.
 
-    python -m hybrid_unet.predict RUN_DIR_OR_CHECKPOINT INPUT OUTPUT [--mirror] [--bf16]
+    python -m hybrid_unet.predict checkpoints=RUN_DIR input=SCANS output=OUT_DIR [key=value ...]
 
-INPUT is a scan (``.nii.gz``, ``.nii``, ``.npz``, ``.h5`` case) or a DICOM series folder, or a
-folder of NIfTI scans (an MSD ``imagesTs``); OUTPUT is a file for one scan or a folder. Label
-maps are written as NIfTI with the input's own geometry (affine), at its original size.
+``input`` is a NIfTI file or folder (an MSD ``imagesTs``), a DICOM series folder or a folder of
+series, an HDF5 file or a ``dataset.json`` (``split=test|training|val``). Each run's own plan
+preprocesses the scans; label maps are written as NIfTI with each scan's own affine and size
+(a DICOM series gives a NIfTI in the series' geometry), with ``volumes.csv`` and
+``summary.json``. Cases are independent: one that fails is named in the summary, the rest are
+predicted, and the exit code is 1. Configuration errors exit with code 2. All keys:
+``conf/predict.yaml``.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
+import logging
+import os
+import shutil
+import signal
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-from hybrid_unet.data.errors import DataError
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-_NIFTI = (".nii.gz", ".nii")
+from hybrid_unet.cli import exit_on_user_error
+from hybrid_unet.config.errors import ConfigError, did_you_mean
+from hybrid_unet.config.schema import PredictConfig, register_configs
+from hybrid_unet.config.validate import target_problems
 
-
-def _inputs(source: Path) -> list[Path]:
-    """Scans under ``source``: itself, or the NIfTIs of a folder (a DICOM folder is one scan)."""
-    if source.is_dir():
-        scans = sorted(p for p in source.iterdir() if p.name.endswith(_NIFTI))
-        return scans or [source]
-    if not source.exists():
-        raise FileNotFoundError(f"no such file or folder: {source}")
-    return [source]
-
-
-def _output_for(scan: Path, source: Path, output: Path) -> Path:
-    if source.is_dir() and scan != source:
-        return output / scan.name.replace("_0000.nii", ".nii")
-    if output.name.endswith(_NIFTI):
-        return output
-    stem = scan.name.split(".")[0] if scan.is_file() else scan.name
-    return output / f"{stem}.nii.gz"
+register_configs()
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hybrid_unet.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("checkpoint", type=Path, help="run dir (uses best.pt) or a checkpoint")
-    parser.add_argument("input", type=Path, help="scan, DICOM folder, or folder of NIfTIs")
-    parser.add_argument("output", type=Path, help="output .nii.gz or folder")
-    parser.add_argument("--mirror", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+def check_predict_config(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve and check a composed ``predict`` config; every problem in one ConfigError."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError([f"config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"]) from exc
+    problems: list[str] = []
+    try:
+        OmegaConf.merge(OmegaConf.structured(PredictConfig), resolved)
+    except OmegaConfBaseException as exc:
+        fields = PredictConfig.__dataclass_fields__
+        if "not in" in str(exc.msg):
+            problems.append(
+                f"unknown config key '{exc.full_key}'{did_you_mean(str(exc.key), fields)}"
+            )
+        else:
+            problems.append(
+                f"bad value for config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"
+            )
+    problems += target_problems(resolved["sliding_window"], "sliding_window")
+    ckpts = resolved["checkpoints"]
+    resolved["checkpoints"] = [ckpts] if isinstance(ckpts, str) else list(ckpts)
+    lcc = resolved["largest_component"]
+    if lcc != "auto" and not (isinstance(lcc, list) and all(isinstance(c, int) for c in lcc)):
+        problems.append(f"config key 'largest_component': 'auto' or a list of classes, got {lcc!r}")
+    if resolved["connectivity"] not in (1, 2, 3):
+        problems.append(f"config key 'connectivity': 1, 2 or 3, got {resolved['connectivity']}")
+    members = len(resolved["checkpoints"]) * max(1, resolved["mc_dropout_samples"])
+    if resolved["save_uncertainty"] and members < 2:
+        problems.append("config key 'save_uncertainty': needs several checkpoints or "
+                        "mc_dropout_samples >= 2 (disagreement needs two predictions)")  # fmt: skip
+    if problems:
+        raise ConfigError(problems)
+    resolved["precision"] = str(resolved["precision"]).split(".")[-1]
+    return resolved
 
+
+def class_names(predictor, names: list[str] | None) -> dict[int, str]:
+    """Class value -> name: given, else the training dataset.json's, else ``class_<c>``."""
+    k = predictor.num_classes
+    if names is not None:
+        if len(names) != k - 1:
+            raise ConfigError([f"config key 'class_names': {len(names)} names for {k - 1} classes"])
+        return {c: n for c, n in enumerate(["background", *names])}
+    try:
+        from hybrid_unet.data.layouts import detect_layout
+
+        labels = detect_layout(predictor.cfg["data"]["source"]["root"]).labels
+        if len(labels) == k:
+            return {c: str(labels[c]) for c in range(k)}
+    except Exception:  # the training data is not here: generic names
+        pass
+    return {c: f"class_{c}" for c in range(k)}
+
+
+def validation_names(predictor) -> list[str] | None:
+    """The first run's validation fold (its ``splits.json``), if the run dir is there."""
+    splits = predictor.checkpoints[0].parent.parent / "splits.json"
+    if not splits.is_file():
+        return None
+    return json.loads(splits.read_text())[predictor.cfg["data"]["fold"]]["val"]
+
+
+def run_prediction(cfg: dict[str, Any]) -> dict:
+    """Predict everything ``cfg`` (a checked ``predict`` config) names; returns the summary."""
+    import torch
+    from hydra.utils import instantiate
+
+    from hybrid_unet.inference.inputs import find_cases
+    from hybrid_unet.inference.outputs import predict_cases
     from hybrid_unet.inference.predictor import Predictor
 
+    if cfg["num_threads"]:
+        torch.set_num_threads(cfg["num_threads"])
+    window = instantiate(cfg["sliding_window"], _convert_="all")
+    predictor = Predictor(cfg["checkpoints"], cfg["device"], cfg["precision"], window,
+                          cfg["mc_dropout_samples"], cfg["largest_component"],
+                          cfg["connectivity"])  # fmt: skip
+    val = validation_names(predictor) if cfg["split"] == "val" else None
+    cases = find_cases(cfg["input"], cfg["split"], val)
+    names = class_names(predictor, cfg["class_names"])
+    settings = {
+        "checkpoints": [str(p) for p in predictor.checkpoints],
+        "sliding_window": window.settings(),
+        "largest_component": predictor.largest_component,
+        "precision": cfg["precision"],
+        "mc_dropout_samples": cfg["mc_dropout_samples"],
+        "class_names": {str(c): n for c, n in names.items()},
+    }
+    print(f"Predicting {len(cases)} case(s) with {len(predictor.models)} network(s); "
+          f"largest component kept for classes {predictor.largest_component or 'none'}.")  # fmt: skip
+
+    def segmenter(image, geometry):
+        return predictor.segment(
+            image, geometry, cfg["save_probabilities"], cfg["save_uncertainty"]
+        )
+
+    return predict_cases(cases, segmenter, cfg["output"], names, cfg["connectivity"], settings)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="predict")
+def predict(cfg: DictConfig) -> None:
+    """Hydra task: check the config, predict, exit 1 if a case failed."""
     try:
-        predictor = Predictor(args.checkpoint, args.device, "bf16" if args.bf16 else "fp32",
-                              args.overlap, args.mirror)  # fmt: skip
-        scans = _inputs(args.input)
-        for scan in scans:
-            started = time.perf_counter()
-            out = predictor.predict_file(scan, _output_for(scan, args.input, args.output))
-            print(f"{scan} -> {out} ({time.perf_counter() - started:.2f} s)")
-    except (DataError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        summary = run_prediction(check_predict_config(cfg))
+    except Exception as exc:
+        _discard_if_empty(Path(HydraConfig.get().runtime.output_dir))
+        exit_on_user_error(exc)
+        raise
+    ok, failed = len(summary["cases"]), len(summary["failed"])
+    print(f"Done: {ok} case(s) written to {cfg.output}; {failed} failed.")
+    if failed:
+        names = ", ".join(f["case"] for f in summary["failed"])
+        print(f"error: {failed} case(s) failed ({names}); see {cfg.output}/summary.json",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(1)
+
+
+def _discard_if_empty(output: Path) -> None:
+    """Remove an output folder that holds nothing but Hydra's ``.hydra`` (nothing predicted)."""
+    if output.is_dir() and {p.name for p in output.iterdir()} <= {".hydra"}:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def _interrupt(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the writers' finally blocks remove their temporary files.
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Console entry: run Hydra, turning config and input errors into one readable message."""
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if user_wants_traceback:
+        os.environ["HYBRID_UNET_TRACEBACK"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        predict()
+    except KeyboardInterrupt:
+        print(
+            "Interrupted: finished cases are complete; no partial file was left.", file=sys.stderr
+        )
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if user_wants_traceback:
+            raise
+        exit_on_user_error(exc)
+        raise
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

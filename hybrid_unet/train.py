@@ -24,10 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hybrid_unet.cli import exit_on_user_error as _exit_on_user_error
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
-from hybrid_unet.data.errors import DataError
 from hybrid_unet.engine.sweep import finished_summary
 
 register_configs()
@@ -173,40 +173,6 @@ def main() -> None:
             print(f"error: cannot compose the config: {describe_exception(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
         raise
-
-
-def _exit_on_user_error(exc: Exception) -> None:
-    """Print one ``error:`` message and exit 2 if ``exc`` is the user's input, else return."""
-    if os.environ.get("HYBRID_UNET_TRACEBACK") == "1":
-        return
-    message = _user_error(exc)
-    if message is not None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _user_error(exc: Exception) -> str | None:
-    """The message for errors that are the user's input, ``None`` for bugs."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    cause = exc
-    while cause is not None:  # instantiate() wraps a constructor's own error
-        if isinstance(cause, DataError | ConfigError):
-            return str(cause)
-        cause = cause.__cause__
-    if isinstance(exc, ConfigError):
-        return str(exc)
-    if isinstance(exc, HydraException | OmegaConfBaseException):
-        return describe_exception(exc)
-    if isinstance(exc, FileNotFoundError | DataError):
-        return str(exc)
-    from hybrid_unet.engine.step import TrainingDiverged
-    from hybrid_unet.engine.trainer import LoaderWorkerDied
-
-    if isinstance(exc, TrainingDiverged | LoaderWorkerDied):
-        return str(exc)
-    return None
 
 
 if __name__ == "__main__":

@@ -172,7 +172,44 @@ class Config:
     run_name: str = MISSING
 
 
+@dataclass
+class PredictConfig:
+    """``python -m hybrid_unet.predict``: which runs, which scans, what to write."""
+
+    checkpoints: Any = MISSING
+    """Run dir or checkpoint, or a list of them (an ensemble: softmax outputs averaged)."""
+    input: str = MISSING
+    """NIfTI file or folder, DICOM series folder or folder of series, HDF5 file, dataset.json."""
+    output: str = MISSING
+    """Folder for the label maps, ``volumes.csv`` and ``summary.json``."""
+    split: str = "test"
+    """For a dataset.json input: ``test`` (its test list or imagesTs), ``training``, ``val``
+    (the first run's validation fold)."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    precision: Precision = Precision.fp32
+    """fp32 or bf16 autocast for the forward passes."""
+    num_threads: int | None = None
+    """torch intra-op threads on CPU (``null``: torch's default)."""
+    sliding_window: Any = MISSING
+    """``_target_`` node building a :class:`hybrid_unet.inference.sliding_window.SlidingWindow`."""
+    largest_component: Any = "auto"
+    """Classes kept to their largest component, or ``auto``: the run's stored decision."""
+    connectivity: int = 3
+    """Neighbourhood of a connected component: 1 face, 2 edge, 3 corner (26-connected)."""
+    mc_dropout_samples: int = 0
+    """Predict N times per network with dropout active (Monte-Carlo dropout); 0: off."""
+    save_probabilities: bool = False
+    """Also write ``probabilities/<case>.npz`` (mean softmax, float16, on the scan's grid)."""
+    save_uncertainty: bool = False
+    """Also write ``uncertainty/<case>.nii.gz``: the members' disagreement (mutual
+    information); needs several checkpoints or ``mc_dropout_samples`` >= 2."""
+    class_names: list[str] | None = None
+    """Names of classes 1..K-1 for volumes.csv; ``null``: the training dataset.json's labels."""
+
+
 def register_configs() -> None:
-    """Register the schemas so ``config.yaml`` can extend them."""
+    """Register the schemas so ``config.yaml`` and ``predict.yaml`` can extend them."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    cs.store(name="predict_schema", node=PredictConfig)

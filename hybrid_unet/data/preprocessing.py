@@ -151,6 +151,22 @@ def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
     return out
 
 
+def revert_image(
+    array: np.ndarray, properties: dict, fill: float | list[float] = 0.0
+) -> np.ndarray:
+    """Map a continuous ``(C, D, H, W)`` map (probabilities, uncertainty) back onto the scan.
+
+    Linear resampling to the crop box, then ``fill`` (per channel, or one value) outside it:
+    for class probabilities ``[1, 0, ...]`` (background where nothing was predicted).
+    """
+    box = properties["crop_box"]
+    cropped = resample_image(np.asarray(array, np.float32), tuple(b - a for a, b in box), order=1)
+    out = np.empty((array.shape[0], *properties["original_shape"]), np.float32)
+    out[:] = np.asarray(fill, np.float32).reshape(-1, 1, 1, 1)
+    out[(slice(None), *(slice(a, b) for a, b in box))] = cropped
+    return out
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:

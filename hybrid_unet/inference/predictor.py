@@ -1,95 +1,168 @@
-"""Predict label maps for new scans with a trained run, written back in the scan's geometry."""
+"""Predict label maps for new scans with one trained run or an ensemble of them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hybrid_unet.data.io import read_image
 from hybrid_unet.data.io.geometry import Geometry
-from hybrid_unet.data.io.nifti import write_nifti
 from hybrid_unet.data.planning import Plan
-from hybrid_unet.data.preprocessing import prepare_case, revert_preprocessing
 from hybrid_unet.engine.build import instantiate_model, resolve_device
 from hybrid_unet.engine.checkpoint import load_checkpoint
-from hybrid_unet.engine.validation import predict_case
+from hybrid_unet.engine.step import autocast_context
+from hybrid_unet.inference.outputs import atomic_write_nifti
+from hybrid_unet.inference.pipeline import Segmentation, segment
+from hybrid_unet.inference.postprocessing import stored_classes
+from hybrid_unet.inference.sliding_window import Forward, SlidingWindow, softmax
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run dir's ``checkpoints/best.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
 
 
 class Predictor:
-    """A trained network plus the preprocessing its training data went through.
+    """Trained networks plus the preprocessing their training data went through.
 
     Args:
-        checkpoint: ``best.pt``/``last.pt`` of a run, or a run dir (its ``best.pt``).
+        checkpoints: One or more ``best.pt``/``last.pt`` files or run dirs (their ``best.pt``);
+            several are an ensemble whose softmax outputs are averaged. They must share the
+            plan (preprocessing) and the number of classes.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         precision: ``fp32`` or ``bf16`` autocast for the forward passes.
-        overlap: Sliding-window overlap.
-        mirror: Average the prediction over flips along every spatial axis (8 passes).
+        sliding_window: Window placement, batching and mirroring (default: 50% overlap).
+        mc_dropout_samples: With N > 0, each network predicts N times with dropout active
+            (Monte-Carlo dropout) and the samples join the ensemble average.
+        largest_component: Classes kept to their largest component, or ``"auto"``: the
+            decision stored with the run(s) (``postprocessing.json``; classes all agree on).
+        connectivity: Neighbourhood of a connected component (3: 26-connected).
     """
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        checkpoints: str | Path | Sequence[str | Path],
         device: str = "auto",
         precision: str = "fp32",
-        overlap: float = 0.5,
-        mirror: bool = False,
+        sliding_window: SlidingWindow | None = None,
+        mc_dropout_samples: int = 0,
+        largest_component: str | Sequence[int] = "auto",
+        connectivity: int = 3,
     ) -> None:
-        path = Path(checkpoint)
-        if path.is_dir():
-            path = path / "checkpoints" / "best.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        ckpt = load_checkpoint(path)
-        self.cfg = ckpt["config"]
-        self.plan = Plan(**ckpt["plan"]) if ckpt.get("plan") else None
-        self.device = resolve_device(device)
-        self.model = instantiate_model(self.cfg["model"]).to(self.device).eval()
-        # The weight average (trainer.ema_decay) is what validation scored, when there is one.
-        self.model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+        if isinstance(checkpoints, str | Path):
+            checkpoints = [checkpoints]
+        if not checkpoints:
+            raise ValueError("no checkpoint given")
+        paths = [resolve_checkpoint(c) for c in checkpoints]
+        loaded = [load_checkpoint(p) for p in paths]
+        self.cfg = loaded[0]["config"]
+        self.plan = Plan(**loaded[0]["plan"]) if loaded[0].get("plan") else None
+        self.num_classes = int(self.cfg["data"]["num_classes"])
+        self.in_channels = int(self.cfg["data"]["in_channels"])
         self.patch_size = tuple(self.cfg["data"]["patch_size"])
-        self.num_classes = self.cfg["data"]["num_classes"]
-        self.precision, self.overlap, self.mirror = precision, overlap, mirror
+        for path, ckpt in zip(paths[1:], loaded[1:], strict=True):
+            self._check_compatible(path, ckpt)
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.models = []
+        for ckpt in loaded:
+            model = instantiate_model(ckpt["config"]["model"])
+            # The weight average (trainer.ema_decay) is what validation scored, when there is one.
+            model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+            self.models.append(model.to(self.device).eval())
+        self.sliding_window = sliding_window or SlidingWindow()
+        if mc_dropout_samples < 0:
+            raise ValueError(f"mc_dropout_samples must be >= 0, got {mc_dropout_samples}")
+        if mc_dropout_samples and not any(_dropouts(m) for m in self.models):
+            raise ValueError(
+                "mc_dropout_samples > 0 but the network has no dropout layer (train with "
+                "model.dropout > 0)"
+            )
+        self.mc_dropout_samples = mc_dropout_samples
+        self.connectivity = connectivity
+        self.largest_component = (
+            stored_classes(checkpoints) if largest_component == "auto" else list(largest_component)
+        )
+        self.checkpoints = paths
+
+    @property
+    def num_members(self) -> int:
+        """Probability maps averaged per scan: networks x Monte-Carlo samples."""
+        return len(self.models) * max(1, self.mc_dropout_samples)
+
+    def _check_compatible(self, path: Path, ckpt: dict) -> None:
+        data = ckpt["config"]["data"]
+        plan = Plan(**ckpt["plan"]) if ckpt.get("plan") else None
+        same_plan = (plan is None and self.plan is None) or (
+            plan is not None
+            and self.plan is not None
+            and plan.preprocessing_hash() == self.plan.preprocessing_hash()
+        )
+        if data["num_classes"] != self.num_classes or data["in_channels"] != self.in_channels:
+            raise ValueError(f"{path}: classes/channels differ from the first checkpoint's")
+        if not same_plan:
+            raise ValueError(f"{path}: its plan (spacing, normalisation) differs from the first's")
+
+    def _forward(self, model: torch.nn.Module) -> Forward:
+        @torch.no_grad()
+        def forward(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(batch).to(self.device)
+            with autocast_context(self.precision, self.device):
+                logits = model(x)
+            return logits.float().cpu().numpy()
+
+        return forward
+
+    def members(self, image: np.ndarray) -> Iterator[np.ndarray]:
+        """Softmax ``(K, D, H, W)`` of a preprocessed image per network (and dropout sample)."""
+        for model in self.models:
+            forward = self._forward(model)
+            samples = self.mc_dropout_samples or 1
+            for m in _dropouts(model) if self.mc_dropout_samples else []:
+                m.train()
+            try:
+                for _ in range(samples):
+                    logits = self.sliding_window(image, forward, self.num_classes, self.patch_size)
+                    yield softmax(logits, inplace=True)
+            finally:
+                model.eval()
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Softmax ``(K, D, H, W)`` of a preprocessed image ``(C, D, H, W)``."""
-        probs = predict_case(self.model, image, self.patch_size, self.device, self.precision,
-                             self.overlap)  # fmt: skip
-        if not self.mirror:
-            return probs
-        flips = [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
-        for axes in flips:
-            flipped = np.flip(image, axis=axes)
-            out = predict_case(self.model, flipped, self.patch_size, self.device, self.precision,
-                               self.overlap)  # fmt: skip
-            probs += np.flip(out, axis=axes)
-        return probs / (len(flips) + 1)
+        """Mean softmax ``(K, D, H, W)`` of a preprocessed image ``(C, D, H, W)``."""
+        return sum(self.members(image)) / self.num_members
+
+    def segment(
+        self,
+        image: np.ndarray,
+        geometry: Geometry,
+        probabilities: bool = False,
+        uncertainty: bool = False,
+    ) -> Segmentation:
+        """Segment a scan ``(C, D, H, W)`` as read; the result lies on the scan's own grid."""
+        if image.shape[0] != self.in_channels:
+            raise ValueError(
+                f"{geometry.source}: {image.shape[0]} channels, the model expects {self.in_channels}"
+            )
+        return segment(image, geometry, self.plan, self.members, self.largest_component,
+                       probabilities, uncertainty, self.connectivity)  # fmt: skip
 
     def predict(self, image: np.ndarray, geometry: Geometry) -> np.ndarray:
         """Label map ``(D, H, W)`` uint8 on the grid of ``image`` (``(C, D, H, W)``, as read)."""
-        if image.shape[0] != self.cfg["data"]["in_channels"]:
-            raise ValueError(
-                f"{geometry.source}: {image.shape[0]} channels, the model expects "
-                f"{self.cfg['data']['in_channels']}"
-            )
-        if self.plan is None:  # trained on a source without a plan (phantoms): z-score only
-            x = (image - image.mean()) / max(float(image.std()), 1e-8)
-            return self.probabilities(x.astype(np.float32)).argmax(0).astype(np.uint8)
-        x, _, props = prepare_case(image, None, geometry, self.plan)
-        label = self.probabilities(x).argmax(0).astype(np.uint8)
-        return revert_preprocessing(label, props)
+        return self.segment(image, geometry).label
 
     def predict_file(self, source: str | Path, output: str | Path) -> Path:
-        """Read a scan (NIfTI, DICOM folder, ...), predict, write a NIfTI label map.
-
-        The output is written to a temporary name and renamed, so a failure never leaves a
-        half-written file.
-        """
+        """Read a scan (NIfTI, DICOM folder, ...), predict, write a NIfTI label map atomically."""
         image, geometry = read_image(source)
-        label = self.predict(image, geometry)
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(".tmp-" + output.name)
-        write_nifti(tmp, label, geometry)
-        tmp.replace(output)
-        return output
+        return atomic_write_nifti(output, self.predict(image, geometry), geometry)
+
+
+def _dropouts(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]

@@ -1,0 +1,142 @@
+"""Export a trained run for deployment: ONNX (with its plan) and TorchScript.
+
+    python -m hybrid_unet.export RUN_DIR_OR_CHECKPOINT OUT_DIR [--mirror] [--overlap 0.5]
+
+Writes ``OUT_DIR/model.onnx`` (dynamic batch and spatial axes) and ``OUT_DIR/model.ts``. Both
+carry, as a JSON entry ``hybrid_unet`` (ONNX metadata / TorchScript extra file), what
+prediction needs besides the weights: the plan (spacing, normalisation), class names, window
+size, sliding-window settings and the post-processing decision. The ONNX model is checked
+against PyTorch with ONNX Runtime on a random input of a size not seen at export; the maximum
+absolute difference is printed, and above ``--tolerance`` the command exits with 1. Run the
+exported model with ``python -m hybrid_unet.inference.onnx_runner`` (no torch needed).
+Needs the ``export`` extra (``onnx``, ``onnxruntime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybrid_unet.inference.onnx_runner import METADATA_KEY
+from hybrid_unet.inference.predictor import Predictor
+from hybrid_unet.inference.sliding_window import SlidingWindow
+
+
+def export_metadata(predictor: Predictor, class_names: dict[int, str]) -> dict:
+    """The JSON an exported model carries (see the module docstring)."""
+    from dataclasses import asdict
+
+    return {
+        "plan": asdict(predictor.plan) if predictor.plan is not None else None,
+        "num_classes": predictor.num_classes,
+        "in_channels": predictor.in_channels,
+        "patch_size": list(predictor.patch_size),
+        "sliding_window": predictor.sliding_window.settings(),
+        "largest_component": list(predictor.largest_component),
+        "connectivity": predictor.connectivity,
+        "class_names": {str(c): n for c, n in class_names.items()},
+    }
+
+
+def export_onnx(predictor: Predictor, path: str | Path, metadata: dict, opset: int = 18) -> Path:
+    """The first network as ONNX, batch and spatial axes dynamic, ``metadata`` attached."""
+    import onnx
+
+    path = Path(path)
+    model = predictor.models[0].cpu().eval()
+    example = torch.zeros(1, predictor.in_channels, *predictor.patch_size)
+    axes = {0: "batch", 2: "depth", 3: "height", 4: "width"}
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        # The TorchScript-based exporter: dynamic_axes works and it needs no onnxscript.
+        torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": axes, "logits": axes})  # fmt: skip
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_torchscript(predictor: Predictor, path: str | Path, metadata: dict) -> Path:
+    """The first network traced to TorchScript, ``metadata`` as extra file ``hybrid_unet``."""
+    path = Path(path)
+    model = predictor.models[0].cpu().eval()
+    example = torch.zeros(1, predictor.in_channels, *predictor.patch_size)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        torch.jit.save(traced, str(tmp), _extra_files={METADATA_KEY: json.dumps(metadata)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def unseen_shape(predictor: Predictor, batch: int = 2) -> tuple[int, ...]:
+    """An input shape the export never saw: another batch size, each axis one stride larger."""
+    stride = getattr(predictor.models[0], "total_stride", (16, 16, 16))
+    spatial = [p + s for p, s in zip(predictor.patch_size, stride, strict=True)]
+    return (batch, predictor.in_channels, *spatial)
+
+
+def onnx_max_abs_diff(predictor: Predictor, onnx_path: str | Path, shape: tuple[int, ...]) -> float:
+    """Largest absolute logit difference, ONNX Runtime vs PyTorch, on a random input."""
+    import onnxruntime as ort
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = predictor.models[0].cpu().eval()(x).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": x.numpy()})[0]
+    return float(np.abs(got - expected).max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hybrid_unet.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("checkpoint", type=Path, help="run dir (its best.pt) or a checkpoint")
+    parser.add_argument("output", type=Path, help="output folder")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    parser.add_argument("--mirror", action="store_true", help="mirroring TTA in the runner")
+    parser.add_argument("--class-names", help="names of classes 1..K-1, comma separated")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="ONNX parity tolerance")
+    args = parser.parse_args(argv)
+
+    from hybrid_unet.predict import class_names
+
+    try:
+        window = SlidingWindow(overlap=args.overlap, mirror_axes=[0, 1, 2] if args.mirror else [])
+        predictor = Predictor(args.checkpoint, "cpu", sliding_window=window)
+        names = class_names(predictor, args.class_names.split(",") if args.class_names else None)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    meta = export_metadata(predictor, names)
+    onnx_path = export_onnx(predictor, args.output / "model.onnx", meta, args.opset)
+    ts_path = export_torchscript(predictor, args.output / "model.ts", meta)
+    shape = unseen_shape(predictor)
+    diff = onnx_max_abs_diff(predictor, onnx_path, shape)
+    print(f"Wrote {onnx_path} and {ts_path}")
+    print(f"ONNX Runtime vs PyTorch on a random {shape} input: max abs diff {diff:.3g}")
+    if not diff <= args.tolerance:
+        print(f"error: ONNX parity {diff:.3g} exceeds {args.tolerance:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""What ``predict`` was pointed at, turned into one case record per scan.
+
+* a NIfTI file, or a folder of them (nnU-Net channel files ``case_0000.nii.gz``,
+  ``case_0001.nii.gz`` form one case);
+* a DICOM series folder, or a folder whose subfolders are series (one case per series; NIfTI
+  files beside them are cases too);
+* an HDF5 file (one case per group, layout of :mod:`hybrid_unet.data.io.hdf5`);
+* a ``dataset.json`` (Decathlon or nnU-Net v2): its ``test`` list or ``imagesTs/`` (split
+  ``test``), every training image (``training``), or a run's validation fold (``val``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.hdf5 import list_hdf5_cases
+from hybrid_unet.data.layouts import CaseRecord, detect_layout
+
+_NIFTI = (".nii.gz", ".nii")
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (*_NIFTI, ".h5", ".hdf5", ".dcm"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _nifti_cases(files: list[Path]) -> list[CaseRecord]:
+    """One case per file, except nnU-Net channel files, grouped by case name."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for f in sorted(files):
+        match = _CHANNEL.match(f.name)
+        groups[match["case"] if match else _stem(f)].append(f)
+    return [CaseRecord(name, paths, None) for name, paths in sorted(groups.items())]
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() == ".dcm" for p in folder.iterdir()) or any(
+        p.is_file() and _has_dicm_preamble(p) for p in list(folder.iterdir())[:3]
+    )
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _folder_cases(folder: Path) -> list[CaseRecord]:
+    """A DICOM series folder is one case; else its NIfTI files and series subfolders."""
+    if _is_dicom_folder(folder):
+        return [CaseRecord(folder.name, [folder], None)]
+    niftis = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(_NIFTI)]
+    series = [p for p in sorted(folder.iterdir()) if p.is_dir() and _is_dicom_folder(p)]
+    cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
+    if cases:
+        return sorted(cases, key=lambda c: c.name)
+    if (folder / "dataset.json").is_file():
+        return _dataset_cases(folder / "dataset.json", "test", None)
+    raise DataError(folder, "holds no NIfTI file, DICOM series or dataset.json")
+
+
+def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
+    listed = meta.get("test") if isinstance(meta.get("test"), list) else None
+    if listed:
+        files = [root / (e["image"] if isinstance(e, dict) else e) for e in listed]
+        return _nifti_cases(files)
+    images_ts = root / "imagesTs"
+    if not images_ts.is_dir():
+        raise DataError(root / "dataset.json", "no 'test' list and no imagesTs/ folder")
+    return _nifti_cases([p for p in images_ts.iterdir() if p.name.endswith(_NIFTI)])
+
+
+def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[CaseRecord]:
+    root = path.parent
+    if split == "test":
+        return _test_cases(root, json.loads(path.read_text()))
+    cases = [CaseRecord(c.name, c.images, None, c.key) for c in detect_layout(root).cases]
+    if split == "training":
+        return cases
+    if val_names is None:
+        raise DataError(path, "split 'val' needs the run's splits.json (a run dir checkpoint)")
+    wanted = set(val_names)
+    return [c for c in cases if c.name in wanted]
+
+
+def _hdf5_cases(path: Path) -> list[CaseRecord]:
+    return [CaseRecord(n, [path], None, key=n) for n in list_hdf5_cases(path)]
+
+
+_FILE_KINDS: dict[str, Callable[[Path], list[CaseRecord]]] = {
+    ".nii.gz": lambda p: _nifti_cases([p]),
+    ".nii": lambda p: _nifti_cases([p]),
+    ".h5": _hdf5_cases,
+    ".hdf5": _hdf5_cases,
+}
+SPLITS = ("test", "training", "val")
+
+
+def find_cases(
+    source: str | Path, split: str = "test", val_names: list[str] | None = None
+) -> list[CaseRecord]:
+    """Case records (``label=None``) for everything under ``source``.
+
+    Args:
+        source: File or folder, see the module docstring.
+        split: For a ``dataset.json``: ``test``, ``training`` or ``val``.
+        val_names: The validation case names used by split ``val``.
+
+    Raises:
+        DataError: ``source`` is missing, of an unknown kind, or holds no scan.
+    """
+    source = Path(source)
+    if split not in SPLITS:
+        raise DataError(source, f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    if source.name == "dataset.json" and source.is_file():
+        cases = _dataset_cases(source, split, val_names)
+    elif source.is_dir():
+        cases = _folder_cases(source)
+    elif source.is_file():
+        kind = next((k for k in _FILE_KINDS if source.name.lower().endswith(k)), None)
+        if kind is None:
+            raise DataError(source, "unknown input (NIfTI, HDF5, dataset.json or a folder)")
+        cases = _FILE_KINDS[kind](source)
+    else:
+        raise DataError(source, "no such file or folder")
+    if not cases:
+        raise DataError(source, "no scan found")
+    return cases

@@ -1,0 +1,164 @@
+"""Writing predictions: atomic files, one case at a time, a summary and a volume table.
+
+Every file is written under a temporary name in its final folder and renamed into place, so a
+prediction interrupted at any point leaves complete files only: a ``.tmp-*`` file left by a
+hard kill is removed by the next run into the same folder. NumPy, nibabel and the readers only
+(the ONNX runner uses this module too).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.io.nifti import write_nifti
+from hybrid_unet.data.layouts import CaseRecord
+from hybrid_unet.data.preprocessing import read_case
+from hybrid_unet.inference.pipeline import Segmentation
+from hybrid_unet.inference.volumes import structure_volumes
+
+_TMP = ".tmp-"
+SUMMARY_FILE = "summary.json"
+VOLUMES_FILE = "volumes.csv"
+
+# (image (C, D, H, W), geometry) -> the segmentation on the scan's grid.
+Segmenter = Callable[[np.ndarray, Geometry], Segmentation]
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f"{_TMP}{os.getpid()}-{path.name}")  # keeps .nii.gz: nibabel gzips
+
+
+def atomic_write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> Path:
+    """:func:`~hybrid_unet.data.io.write_nifti` to a temporary name, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    try:
+        write_nifti(tmp, array, geometry)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a text file so that readers see the old or the new content, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete ``.tmp-*`` files a killed run left in ``folder``; returns them."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f"{_TMP}*")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def csv_text(rows: Sequence[Mapping[str, object]]) -> str:
+    """Rows as CSV, columns in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_case(name: str, result: Segmentation, geometry: Geometry, output: Path) -> dict[str, str]:
+    """The label map ``<name>.nii.gz`` and, when present, probabilities and uncertainty."""
+    written = {"label": str(atomic_write_nifti(output / f"{name}.nii.gz", result.label, geometry))}
+    if result.probabilities is not None:
+        path = output / "probabilities" / f"{name}.npz"
+        tmp = _temporary(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, probabilities=result.probabilities.astype(np.float16),
+                                    affine=geometry.affine, spacing=np.asarray(geometry.spacing))  # fmt: skip
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written["probabilities"] = str(path)
+    if result.uncertainty is not None:
+        path = output / "uncertainty" / f"{name}.nii.gz"
+        written["uncertainty"] = str(atomic_write_nifti(path, result.uncertainty, geometry))
+    return written
+
+
+def predict_cases(
+    cases: Sequence[CaseRecord],
+    segmenter: Segmenter,
+    output: str | Path,
+    class_names: Mapping[int, str],
+    connectivity: int = 3,
+    settings: Mapping[str, object] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Predict every case independently; a case that fails is reported and the rest go on.
+
+    Writes, in ``output``: one label map per case, ``volumes.csv`` (per case, each structure's
+    volume in mL and number of connected components) and ``summary.json`` (per case the files
+    written or the error, and ``settings``). Both tables are rewritten after every case.
+
+    Returns:
+        The summary: ``{"cases": [...], "failed": [...], "settings": {...}}``.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
+    summary: dict = {"cases": [], "failed": [], "settings": dict(settings or {})}
+    volumes: list[dict] = []
+    for case in cases:
+        started = time.perf_counter()
+        try:
+            image, _, geometry = read_case(case)
+            result = segmenter(image, geometry)
+            written = write_case(case.name, result, geometry, output)
+        except (DataError, ValueError, OSError, RuntimeError) as exc:
+            error = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+            summary["failed"].append({"case": case.name, "input": _inputs(case), "error": error})
+            if os.environ.get("HYBRID_UNET_TRACEBACK") == "1":
+                traceback.print_exc()
+            log(f"FAILED {case.name}: {error}")
+        else:
+            seconds = round(time.perf_counter() - started, 3)
+            row = {"case": case.name, **structure_volumes(result.label, geometry.spacing,
+                                                          class_names, connectivity)}  # fmt: skip
+            volumes.append(row)
+            summary["cases"].append(
+                {"case": case.name, "input": _inputs(case), "outputs": written, "seconds": seconds,
+                 "shape": list(result.label.shape), "spacing": list(geometry.spacing)}
+            )  # fmt: skip
+            log(f"{case.name} -> {written['label']} ({seconds:.2f} s)")
+        atomic_write_text(output / VOLUMES_FILE, csv_text(volumes))
+        atomic_write_text(output / SUMMARY_FILE, json.dumps(summary, indent=1))
+    return summary
+
+
+def _inputs(case: CaseRecord) -> str:
+    where = ", ".join(str(p) for p in case.images)
+    return f"{where}::{case.key}" if case.key else where

@@ -1,0 +1,177 @@
+"""Sliding-window prediction with Gaussian importance weighting, in NumPy only.
+
+The network is any callable from a batch of windows ``(N, C, d, h, w)`` float32 to logits
+``(N, K, d, h, w)``: a PyTorch module wrapped by :class:`~hybrid_unet.inference.predictor.
+Predictor` or an ONNX Runtime session in :mod:`hybrid_unet.inference.onnx_runner`. Both thus
+stitch identically, and the ONNX runner needs no torch.
+
+Windows are placed as nnU-Net places them: per axis ``ceil((size - patch) / step) + 1``
+windows, ``step = patch * (1 - overlap)``, spread evenly from the first voxel to the last.
+Mirrored copies of each window (test-time augmentation) go through the network in the same
+batch as the window itself, and their logits are flipped back and averaged before stitching.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Forward = Callable[[np.ndarray], np.ndarray]
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """First voxel of every window along one axis (``size >= patch``)."""
+    if size <= patch:
+        return [0]
+    step = max(1.0, patch * (1.0 - overlap))
+    n = math.ceil((size - patch) / step) + 1
+    return [round(i * (size - patch) / (n - 1)) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian(patch: tuple[int, ...], sigma_scale: float) -> np.ndarray:
+    weights = gaussian_importance(patch, sigma_scale)
+    weights.flags.writeable = False  # shared between calls
+    return weights
+
+
+def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """Weights ``(d, h, w)``: a Gaussian centred on the window, ``sigma = sigma_scale * patch``.
+
+    Maximum 1; the smallest weight is clamped above 0 so every voxel has weight (nnU-Net does
+    the same: a border voxel covered by one window only must not divide by zero).
+    """
+    axes = []
+    for p in patch:
+        sigma = max(sigma_scale * p, 1e-6)
+        i = np.arange(p, dtype=np.float64) - (p - 1) / 2.0
+        axes.append(np.exp(-(i**2) / (2 * sigma**2)))
+    weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    weights /= weights.max()
+    return np.maximum(weights, 1e-3).astype(np.float32)
+
+
+@dataclass
+class SlidingWindow:
+    """How a whole image is predicted window by window.
+
+    Args:
+        patch_size: Window ``(d, h, w)``; ``None`` uses the model's training patch.
+        overlap: Fraction of a window shared with its neighbour along each axis, in [0, 1).
+        batch_size: Windows per forward pass (their mirrored copies go in the same pass).
+        mirror_axes: Spatial axes (0 = D, 1 = H, 2 = W) to flip for test-time augmentation;
+            every combination is predicted (``[0, 1, 2]``: 8 passes per window).
+        sigma_scale: Gaussian sigma as a fraction of the window size; 0 averages uniformly.
+        half_buffer_above_mb: Accumulate logits in float16 when the float32 buffer
+            ``(K, D, H, W)`` would exceed this many MB (large volumes).
+    """
+
+    patch_size: list[int] | None = None
+    overlap: float = 0.5
+    batch_size: int = 4
+    mirror_axes: list[int] = field(default_factory=list)
+    sigma_scale: float = 0.125
+    half_buffer_above_mb: float = 1024.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if any(a not in (0, 1, 2) for a in self.mirror_axes) or len(set(self.mirror_axes)) != len(
+            self.mirror_axes
+        ):
+            raise ValueError(
+                f"mirror_axes must be distinct axes out of 0, 1, 2: {self.mirror_axes}"
+            )
+        if self.sigma_scale < 0:
+            raise ValueError(f"sigma_scale must be >= 0, got {self.sigma_scale}")
+        if self.patch_size is not None:
+            self.patch_size = [int(p) for p in self.patch_size]
+        self.mirror_axes = [int(a) for a in self.mirror_axes]
+
+    @property
+    def flips(self) -> list[tuple[int, ...]]:
+        """Every combination of ``mirror_axes`` (the identity first), as spatial axes."""
+        axes = sorted(self.mirror_axes)
+        return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+    def settings(self) -> dict:
+        """The fields as plain values (stored with an exported model)."""
+        return {
+            "patch_size": self.patch_size,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "mirror_axes": list(self.mirror_axes),
+            "sigma_scale": self.sigma_scale,
+            "half_buffer_above_mb": self.half_buffer_above_mb,
+        }
+
+    def __call__(
+        self, image: np.ndarray, forward: Forward, num_classes: int, patch_size: Sequence[int]
+    ) -> np.ndarray:
+        """Logits ``(K, D, H, W)`` float32 of a preprocessed image ``(C, D, H, W)``.
+
+        Args:
+            image: Normalised image.
+            forward: Batch of windows ``(N, C, d, h, w)`` -> logits ``(N, K, d, h, w)``.
+            num_classes: ``K``.
+            patch_size: Window used when ``self.patch_size`` is ``None``.
+        """
+        patch = tuple(self.patch_size or patch_size)
+        shape = image.shape[1:]
+        # A smaller image is padded with 0 (the mean after normalisation) to one window, on
+        # both sides as nnU-Net and MONAI do, so the network sees it centred.
+        pad = [(0, 0)] + [((p - s) // 2, p - s - (p - s) // 2) if p > s else (0, 0)
+                          for s, p in zip(shape, patch, strict=True)]  # fmt: skip
+        if any(after for _, after in pad):
+            image = np.pad(image, pad)
+        padded = image.shape[1:]
+        weights = (
+            _gaussian(patch, self.sigma_scale)
+            if self.sigma_scale > 0
+            else np.ones(patch, np.float32)
+        )
+        half = num_classes * math.prod(padded) * 4 > self.half_buffer_above_mb * 2**20
+        logits = np.zeros((num_classes, *padded), np.float16 if half else np.float32)
+        norm = np.zeros(padded, np.float32)
+        starts = itertools.product(
+            *(window_starts(s, p, self.overlap) for s, p in zip(padded, patch, strict=True))
+        )
+        slices = [tuple(slice(a, a + p) for a, p in zip(st, patch, strict=True)) for st in starts]
+        flips = self.flips
+        for first in range(0, len(slices), self.batch_size):
+            batch = slices[first : first + self.batch_size]
+            windows = np.stack([image[(slice(None), *sl)] for sl in batch])  # (n, C, d, h, w)
+            inputs = [windows if not f else np.flip(windows, [a + 2 for a in f]) for f in flips]
+            out = forward(windows if len(inputs) == 1 else np.concatenate(inputs))
+            n = len(batch)
+            # The forward's output is ours: average and weight it in place.
+            mean = out[:n] if out.dtype == np.float32 else out[:n].astype(np.float32)
+            for i, f in enumerate(flips[1:], start=1):
+                mean += np.flip(out[i * n : (i + 1) * n], [a + 2 for a in f])
+            mean *= weights if len(flips) == 1 else weights / len(flips)
+            for j, sl in enumerate(batch):
+                logits[(slice(None), *sl)] += mean[j]
+                norm[sl] += weights
+        out = (logits / norm).astype(np.float32) if half else np.divide(logits, norm, out=logits)
+        return out[
+            (slice(None), *(slice(a, a + s) for (a, _), s in zip(pad[1:], shape, strict=True)))
+        ]
+
+
+def softmax(logits: np.ndarray, axis: int = 0, inplace: bool = False) -> np.ndarray:
+    """Numerically stable softmax over ``axis`` (the class axis of ``(K, D, H, W)``).
+
+    With ``inplace`` the result overwrites ``logits`` (no second array of its size).
+    """
+    top = logits.max(axis=axis, keepdims=True)
+    z = np.subtract(logits, top, out=logits) if inplace else logits - top
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z

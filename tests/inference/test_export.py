@@ -1,0 +1,80 @@
+"""Export: ONNX parity on an unseen size, TorchScript, and the torch-free runner vs PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tests.inference.test_predict_cli import write_scan
+
+pytest.importorskip("onnxruntime", reason="needs the export extra")
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_run, tmp_path_factory) -> Path:
+    from hybrid_unet.export import main
+
+    out = tmp_path_factory.mktemp("export")
+    assert main([str(tiny_run), str(out), "--mirror", "--class-names", "a,b,c"]) == 0
+    return out
+
+
+def test_onnx_matches_pytorch_on_a_size_not_seen_at_export(tiny_run, exported):
+    from hybrid_unet.export import onnx_max_abs_diff, unseen_shape
+    from hybrid_unet.inference.predictor import Predictor
+
+    predictor = Predictor(tiny_run, "cpu")
+    shape = unseen_shape(predictor)
+    assert shape[0] != 1 and shape[2:] != predictor.patch_size
+    diff = onnx_max_abs_diff(predictor, exported / "model.onnx", (3, 1, 24, 40, 56))
+    assert diff <= 1e-4
+    assert onnx_max_abs_diff(predictor, exported / "model.onnx", shape) <= 1e-4
+
+
+def test_torchscript_carries_the_plan_and_matches(tiny_run, exported):
+    from hybrid_unet.inference.predictor import Predictor
+
+    extra = {"hybrid_unet": ""}
+    scripted = torch.jit.load(str(exported / "model.ts"), _extra_files=extra)
+    meta = json.loads(extra["hybrid_unet"])
+    assert meta["plan"]["spacing"] == [1.0, 1.0, 1.0] and meta["class_names"]["3"] == "c"
+    x = torch.randn(2, 1, 48, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), Predictor(tiny_run, "cpu").models[0](x))
+
+
+def test_runner_reproduces_the_pytorch_predictor(tiny_run, exported, tmp_path):
+    from hybrid_unet.data.io import read_image
+    from hybrid_unet.inference.onnx_runner import OnnxPredictor
+    from hybrid_unet.inference.predictor import Predictor
+    from hybrid_unet.inference.sliding_window import SlidingWindow
+
+    runner = OnnxPredictor(exported / "model.onnx")
+    assert runner.sliding_window.mirror_axes == [0, 1, 2] and runner.plan.spacing == [1, 1, 1]
+    predictor = Predictor(tiny_run, "cpu", sliding_window=SlidingWindow(mirror_axes=[0, 1, 2]))
+    image, geometry = read_image(write_scan(tmp_path / "s.nii.gz", seed=5))
+    ours, theirs = predictor.segment(image, geometry, True), runner.segment(image, geometry)
+    x = np.random.default_rng(0).standard_normal((1, 20, 36, 28)).astype(np.float32)
+    np.testing.assert_allclose(next(runner.members(x)), next(predictor.members(x)), atol=1e-5)
+    assert theirs.label.shape == ours.label.shape == image.shape[1:]
+    assert (theirs.label == ours.label).mean() > 0.999
+
+    # The same through the runner's CLI in a process where torch and monai cannot be imported.
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+            "from hybrid_unet.inference.onnx_runner import main\n"
+            f"sys.exit(main([{str(exported / 'model.onnx')!r}, {str(tmp_path / 's.nii.gz')!r},"
+            f" {str(tmp_path / 'out')!r}]))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=Path.cwd())  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = nib.load(tmp_path / "out" / "s.nii.gz")
+    assert (np.asarray(written.dataobj).transpose(2, 1, 0) == theirs.label).all()
+    np.testing.assert_allclose(written.affine, nib.load(tmp_path / "s.nii.gz").affine)
+    assert "a_ml" in (tmp_path / "out" / "volumes.csv").read_text()

@@ -1,0 +1,176 @@
+"""The predict CLI on phantom scans: geometry, ensembles, failures, interruption, inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hybrid_unet.data.io import read_image, write_hdf5_case
+from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.io.nifti import write_nifti
+
+SPACING = (2.0, 0.8, 1.1)  # (D, H, W) mm: not 1 mm, so the 1 mm plan resamples
+
+
+def phantom(seed: int, shape=(14, 40, 30)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.normal(100, 10, shape).astype(np.float32)
+    d, h, w = np.indices(shape)
+    image[(d - 7) ** 2 + ((h - 20) / 3) ** 2 + ((w - 15) / 3) ** 2 < 25] += 80
+    return image
+
+
+def write_scan(path: Path, seed: int, shape=(14, 40, 30)) -> Path:
+    geometry = Geometry.from_spacing(SPACING)
+    geometry.affine[:3, 3] = [-12.5, 30.0, 7.25]  # an origin that is not 0
+    write_nifti(path, phantom(seed, shape), geometry)
+    return path
+
+
+def run_predict(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hybrid_unet.predict", *args], cwd=Path.cwd(),
+                          capture_output=True, text=True, timeout=300, **kwargs)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def scans(tmp_path_factory) -> Path:
+    """Three phantom NIfTIs at a non-1-mm spacing and one corrupt file."""
+    folder = tmp_path_factory.mktemp("scans")
+    for i in range(3):
+        write_scan(folder / f"case_{i}.nii.gz", seed=i)
+    (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    return folder
+
+
+def test_ensemble_writes_masks_volumes_and_a_summary_naming_the_bad_file(
+    tiny_run, tiny_run_b, scans, tmp_path
+):
+    out = tmp_path / "pred"
+    result = run_predict([f"checkpoints=[{tiny_run},{tiny_run_b}]", f"input={scans}",
+                          f"output={out}", "save_uncertainty=true", "save_probabilities=true",
+                          "sliding_window.mirror_axes=[0]"], tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "broken" in result.stderr and "Traceback" not in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["case"] for f in summary["failed"]] == ["broken"]
+    assert "broken.nii.gz" in summary["failed"][0]["error"]
+    assert sorted(c["case"] for c in summary["cases"]) == ["case_0", "case_1", "case_2"]
+    rows = {r["case"]: r for r in csv.DictReader((out / "volumes.csv").open())}
+    voxel_ml = np.prod(SPACING) / 1000
+    for i in range(3):
+        source, pred = nib.load(scans / f"case_{i}.nii.gz"), nib.load(out / f"case_{i}.nii.gz")
+        assert pred.shape == source.shape
+        np.testing.assert_allclose(pred.affine, source.affine, atol=1e-5)
+        mask = np.asarray(pred.dataobj)
+        for c in (1, 2, 3):  # the phantom run has 4 classes
+            expected = round(float((mask == c).sum()) * voxel_ml, 6)
+            assert float(rows[f"case_{i}"][f"class_{c}_ml"]) == pytest.approx(expected, abs=1e-9)
+        uncertainty = nib.load(out / "uncertainty" / f"case_{i}.nii.gz")
+        assert uncertainty.shape == source.shape and np.asarray(uncertainty.dataobj).max() > 0
+        probs = np.load(out / "probabilities" / f"case_{i}.npz")["probabilities"]
+        assert probs.shape == (4, *source.shape[::-1])
+    assert not list(out.glob(".tmp-*")) and (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_config_errors_are_one_line_and_exit_2(tiny_run, tmp_path):
+    result = run_predict([f"checkpoints={tiny_run}", f"input={tmp_path}", f"output={tmp_path}/o",
+                          "+sliding_window.overlpa=0.3", "connectivity=7"], tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sliding_window.overlpa" in result.stderr and "did you mean 'overlap'" in result.stderr
+    assert "connectivity" in result.stderr
+    assert not (tmp_path / "o").exists()  # nothing predicted: no output folder left behind
+    missing = run_predict([f"checkpoints={tmp_path}/none", f"input={tmp_path}",
+                           f"output={tmp_path}/o"], tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
+
+
+def test_an_interrupted_run_leaves_only_complete_files(tiny_run, tmp_path):
+    folder = tmp_path / "many"
+    for i in range(12):
+        write_scan(folder / f"s{i:02d}.nii.gz", seed=i, shape=(30, 60, 50))
+    out = tmp_path / "pred"
+    proc = subprocess.Popen([sys.executable, "-m", "hybrid_unet.predict", f"checkpoints={tiny_run}",
+                             f"input={folder}", f"output={out}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list(out.glob("s*.nii.gz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    written = sorted(out.glob("s*.nii.gz"))
+    assert 0 < len(written) < 12
+    assert not list(out.glob(".tmp-*"))
+    for path in written:  # every file present is whole
+        assert np.asarray(nib.load(path).dataobj).shape == (50, 60, 30)
+
+
+def test_a_writer_failure_mid_file_leaves_no_file(tiny_run, tmp_path, monkeypatch):
+    from hybrid_unet.inference import outputs
+    from hybrid_unet.inference.predictor import Predictor
+
+    def broken_write(path, array, geometry):
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt  # interrupted in the middle of writing
+
+    scan = write_scan(tmp_path / "a.nii.gz", seed=0)
+    monkeypatch.setattr(outputs, "write_nifti", broken_write)
+    with pytest.raises(KeyboardInterrupt):
+        Predictor(tiny_run, "cpu").predict_file(scan, tmp_path / "out" / "a.nii.gz")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _predict_in_process(overrides: list[str]) -> dict:
+    from hydra import compose, initialize_config_module
+
+    from hybrid_unet.predict import check_predict_config, run_prediction
+
+    with initialize_config_module(version_base="1.3", config_module="hybrid_unet.conf"):
+        cfg = compose(config_name="predict", overrides=overrides)
+    return run_prediction(check_predict_config(cfg))
+
+
+def test_hdf5_and_dataset_json_inputs(tiny_run, tmp_path):
+    h5 = tmp_path / "cases.h5"
+    for i in range(2):
+        write_hdf5_case(h5, f"h{i}", phantom(i), None, SPACING)
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={h5}", "precision=bf16",
+                                   f"output={tmp_path}/h5", "class_names=[a,b,c]"])  # fmt: skip
+    assert [c["case"] for c in summary["cases"]] == ["h0", "h1"] and not summary["failed"]
+    label, geometry = read_image(tmp_path / "h5" / "h0.nii.gz")
+    assert label.shape[1:] == (14, 40, 30) and np.allclose(geometry.spacing, SPACING)
+    assert "a_ml" in (tmp_path / "h5" / "volumes.csv").read_text()
+
+    root = tmp_path / "ds"
+    write_scan(root / "imagesTs" / "t1_0000.nii.gz", seed=3)
+    write_scan(root / "imagesTs" / "t2_0000.nii.gz", seed=4)
+    (root / "dataset.json").write_text(json.dumps({"training": [], "labels": {}}))
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={root}/dataset.json",
+                                   f"output={tmp_path}/ds_out"])  # fmt: skip
+    assert [c["case"] for c in summary["cases"]] == ["t1", "t2"]
+    assert os.path.isfile(tmp_path / "ds_out" / "t1.nii.gz")
+
+
+def test_dataset_json_val_split_predicts_the_runs_validation_fold(tiny_run, tmp_path):
+    fold = json.loads((tiny_run / "splits.json").read_text())[0]["val"]
+    root = tmp_path / "ds"
+    names = sorted([*fold, "not_in_fold"])
+    for i, name in enumerate(names):
+        write_scan(root / "imagesTr" / f"{name}.nii.gz", seed=i)
+    training = [
+        {"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names
+    ]
+    (root / "dataset.json").write_text(json.dumps({"training": training, "labels": {}}))
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={root}/dataset.json",
+                                   "split=val", f"output={tmp_path}/val"])  # fmt: skip
+    assert sorted(c["case"] for c in summary["cases"]) == sorted(fold)
