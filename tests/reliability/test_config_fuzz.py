@@ -4,7 +4,7 @@ Each example composes the config with 1-2 random overrides and runs the start-up
 ``python -m hybrid_unet.train`` up to the data (config check, model, loss, optimizer,
 scheduler, checkpoint manager). ``RELIABILITY_FUZZ_EXAMPLES=1000`` runs a longer search. Either
 that succeeds, or the exception is one the entry point
-turns into an ``error:`` message (``hybrid_unet.train._user_error``), never a traceback.
+turns into an ``error:`` message (``hybrid_unet.cli.user_error``), never a traceback.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from hybrid_unet.cli import user_error
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.validate import check_config
 from hybrid_unet.engine import build
 from hybrid_unet.engine.manager import CheckpointManager
-from hybrid_unet.train import _user_error
 from tests.helpers import compose_config
 
 pytestmark = pytest.mark.reliability
@@ -107,7 +107,7 @@ def startup(overrides: list[str]) -> None:
     try:
         composed = compose_config([*BASE, *overrides])
     except Exception as exc:  # the entry point reports any composition failure in one line
-        if _user_error(exc) is None:
+        if user_error(exc) is None:
             raise ComposeError(describe_exception(exc)) from exc
         raise
     cfg = check_config(composed)
@@ -133,7 +133,7 @@ def test_random_overrides_never_crash_unexplained(observe):
         try:
             startup(overrides)
         except Exception as exc:
-            message = _user_error(exc)
+            message = user_error(exc)
             assert message, f"unexplained {type(exc).__name__} for {overrides}: {exc}"
             assert "Traceback" not in message and len(message.splitlines()) <= 3 + len(overrides)
             outcomes["explained"] += 1

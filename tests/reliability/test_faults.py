@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from hybrid_unet.cli import user_error
 from hybrid_unet.engine import build
 from hybrid_unet.engine import checkpoint as checkpoint_module
 from hybrid_unet.engine.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint
 from hybrid_unet.engine.trainer import LoaderWorkerDied
-from hybrid_unet.train import _user_error
 from tests.helpers import TINY
 from tests.reliability.harness import (
     FAULT_RUN,
@@ -181,7 +181,7 @@ def test_full_disk_during_a_checkpoint_write(tmp_path, reference_run, observe, m
         with pytest.raises(CheckpointWriteError) as info:
             train(run_dir)
         monkeypatch.undo()
-        message = _user_error(info.value)
+        message = user_error(info.value)
         assert message is not None and "\n" not in message
         assert "No space left on device" in message and f"trainer.resume={run_dir}" in message
         assert str(run_dir / "checkpoints") in message
@@ -294,7 +294,7 @@ def test_a_dead_loader_worker_ends_cleanly_and_resume_is_identical(
             train(run_dir, "data.num_workers=2")
     finally:
         signal.alarm(0)
-    message = _user_error(info.value)
+    message = user_error(info.value)
     assert message and "\n" not in message and f"trainer.resume={run_dir}" in message
     _all_checkpoints_load(run_dir)
     train(run_dir, "trainer.resume=auto", "data.num_workers=2")
@@ -358,7 +358,7 @@ def test_consecutive_non_finite_steps_stop_with_one_message(tmp_path, monkeypatc
     monkeypatch.setattr(trainer_module, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match=r"3 consecutive steps .* \(up to step 4\)") as info:
         train(tmp_path, "trainer.max_bad_steps=3")
-    assert "\n" not in _user_error(info.value)
+    assert "\n" not in user_error(info.value)
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")  # epoch 1, before the NaNs
     assert last["state"]["step"] == 3
     assert all(torch.isfinite(t).all() for t in last["model"].values())
