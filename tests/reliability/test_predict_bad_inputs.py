@@ -122,13 +122,16 @@ def prediction(tmp_path_factory):
     return summary, scans, out
 
 
-def test_good_scans_are_written_whole(prediction):
+@pytest.mark.row("bad input (prediction)", "good scans in a folder of bad ones",
+                 "each written whole with its scan's shape; no temporary file left")  # fmt: skip
+def test_good_scans_are_written_whole(prediction, observe):
     summary, scans, out = prediction
     assert sorted(c["case"] for c in summary["cases"]) == ["good_0", "good_1"]
     for name in ("good_0", "good_1"):
         assert nib.load(out / f"{name}.nii.gz").shape == nib.load(scans / f"{name}.nii.gz").shape
     assert not list(out.rglob("*.tmp-*")) and not list(out.rglob(".tmp-*"))
     assert json.loads((out / "summary.json").read_text())["failed"] == summary["failed"]
+    observe(f"2 masks written next to {len(summary['failed'])} skipped scans", cases=2)
 
 
 @pytest.mark.parametrize(
