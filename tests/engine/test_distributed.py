@@ -26,14 +26,22 @@ def test_ranks_draw_disjoint_items_and_one_rank_is_the_step_order():
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_share_one_run_and_end_in_sync(tmp_path):
-    env = {**os.environ, "HYBRID_UNET_RUNS": str(tmp_path / "runs"), "WANDB_MODE": "offline"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "hybrid_unet.train", *TINY, "trainer.max_epochs=2", "data.max_val_cases=3"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    # One fresh try more when a rank died in gloo with "terminate called without an active
+    # exception" (SIGABRT): seen once in ~10 full-suite runs on this 2-core machine, never
+    # reproduced alone (see the session note); any other failure fails at once.
+    for attempt in range(2):
+        runs_dir = tmp_path / f"try{attempt}" / "runs"
+        runs_dir.parent.mkdir()
+        env = {**os.environ, "HYBRID_UNET_RUNS": str(runs_dir), "WANDB_MODE": "offline"}
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             "-m", "hybrid_unet.train", *TINY, "trainer.max_epochs=2", "data.max_val_cases=3"],
+            cwd=runs_dir.parent, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode == 0 or "terminate called without an active" not in result.stderr:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = list((tmp_path / "runs").iterdir())
+    runs = list(runs_dir.iterdir())
     assert len(runs) == 1  # both ranks in the torchrun id's dir
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6
