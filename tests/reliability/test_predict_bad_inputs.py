@@ -18,19 +18,10 @@ import pytest
 
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.io.nifti import write_nifti
-from tests.data.conftest import write_dicom_series
+from tests.fixtures.bad_inputs import write_broken_series
+from tests.inference.test_predict_cli import SPACING, phantom
 
 pytestmark = pytest.mark.reliability
-
-SPACING = (2.0, 0.8, 1.1)
-
-
-def _scan(seed: int, shape=(14, 40, 30)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = rng.normal(100, 10, shape).astype(np.float32)
-    d, h, w = np.indices(shape)
-    image[(d - 7) ** 2 + ((h - 20) / 3) ** 2 + ((w - 15) / 3) ** 2 < 25] += 80
-    return image
 
 
 def _nifti(path: Path, array: np.ndarray) -> None:
@@ -38,19 +29,19 @@ def _nifti(path: Path, array: np.ndarray) -> None:
 
 
 def _nan(folder: Path) -> None:
-    image = _scan(3)
+    image = phantom(3)
     image[5, 5, 5] = np.nan
     _nifti(folder / "nan_voxel.nii.gz", image)
 
 
 def _inf(folder: Path) -> None:
-    image = _scan(4)
+    image = phantom(4)
     image[2, 3, 4] = np.inf
     _nifti(folder / "inf_voxel.nii.gz", image)
 
 
 def _truncated(folder: Path) -> None:
-    _nifti(folder / "truncated.nii.gz", _scan(5))
+    _nifti(folder / "truncated.nii.gz", phantom(5))
     data = (folder / "truncated.nii.gz").read_bytes()
     (folder / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
 
@@ -60,28 +51,17 @@ def _zero_byte(folder: Path) -> None:
 
 
 def _flat_2d(folder: Path) -> None:
-    nib.save(nib.Nifti1Image(_scan(6)[0], np.eye(4)), str(folder / "flat_2d.nii.gz"))
+    nib.save(nib.Nifti1Image(phantom(6)[0], np.eye(4)), str(folder / "flat_2d.nii.gz"))
 
 
 def _five_d(folder: Path) -> None:
-    array = _scan(7)[..., None, None].repeat(2, axis=3).repeat(2, axis=4)
+    array = phantom(7)[..., None, None].repeat(2, axis=3).repeat(2, axis=4)
     nib.save(nib.Nifti1Image(array, np.eye(4)), str(folder / "five_d.nii.gz"))
 
 
 def _dicom(kind: str):
     def build(folder: Path) -> None:
-        series = folder / kind.replace(" ", "_")
-        volume = np.full((16, 16, 16), 100, np.uint16)
-        positions = [float(i) for i in range(16)]
-        if kind == "dicom missing slice":
-            del positions[7]
-            volume = volume[:15]
-        write_dicom_series(series, volume, spacing=(1.0, 1.0, 1.0), positions=positions)
-        if kind == "dicom mixed series":
-            write_dicom_series(series, volume, spacing=(1.0, 1.0, 1.0), series_uid="1.2.3.99",
-                               names=[f"b{i:04d}.dcm" for i in range(16)])  # fmt: skip
-        if kind == "dicom non-DICOM file":
-            (series / "scan_notes.dcm").write_text("not a DICOM file\n")
+        write_broken_series(folder / f"dicom_{kind.replace(' ', '_')}", kind)
 
     return build
 
@@ -93,9 +73,9 @@ BAD = {
     "zero_byte": ("zero-byte file", _zero_byte),
     "flat_2d": ("2D image", _flat_2d),
     "five_d": ("5D image", _five_d),
-    "dicom_missing_slice": ("DICOM series with a missing slice", _dicom("dicom missing slice")),
-    "dicom_mixed_series": ("two DICOM series in one folder", _dicom("dicom mixed series")),
-    "dicom_non-DICOM_file": ("a non-DICOM file in a series", _dicom("dicom non-DICOM file")),
+    "dicom_missing_slice": ("DICOM series with a missing slice", _dicom("missing slice")),
+    "dicom_mixed_series": ("two DICOM series in one folder", _dicom("mixed series")),
+    "dicom_non-DICOM_file": ("a non-DICOM file in a series", _dicom("non-DICOM file")),
 }
 
 
@@ -111,7 +91,7 @@ def prediction(tmp_path_factory):
     scans = root / "scans"
     scans.mkdir()
     for i in range(2):
-        _nifti(scans / f"good_{i}.nii.gz", _scan(i))
+        _nifti(scans / f"good_{i}.nii.gz", phantom(i))
     for _, build in BAD.values():
         build(scans)
     out = root / "out"
