@@ -176,6 +176,22 @@ def test_channels_last_3d_matches():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_channels_last_flag_builds_channels_last_weights():
+    """``channels_last_3d: true`` is honoured where every model is built (train and predict)."""
+    node = {"_target_": "hybrid_unet.models.baselines.PlainUNet", "in_channels": 1,
+            "num_classes": 3, "features": [4, 8], "strides": [[1, 1, 1], [2, 2, 2]],
+            "deep_supervision": False}  # fmt: skip
+    torch.manual_seed(0)
+    plain = instantiate_model(node).eval()
+    torch.manual_seed(0)
+    fast = instantiate_model({**node, "channels_last_3d": True}).eval()
+    conv_weights = [p for p in fast.parameters() if p.dim() == 5]
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in conv_weights)
+    assert any(not p.is_contiguous() for p in conv_weights)
+    x = torch.randn(2, 1, 8, 8, 8)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
 def test_learns_a_tiny_phantom():
     """Sanity check of the whole network: it fits two blobs within a few dozen steps."""
     x = torch.randn(2, 2, 4, 16, 16) * 0.1
