@@ -51,6 +51,11 @@ def fold_and_seed(run: Path) -> tuple[str, str]:
     config = run / ".hydra" / "config.yaml"
     if config.is_file():
         cfg = OmegaConf.load(config)
+        if cfg.get("data", {}).get("train_on_all"):
+            raise CrossValError(
+                f"{run} trained on all cases (data.train_on_all): its validation cases were "
+                "training cases, so it has no place in a cross-validation"
+            )
         fold = cfg.get("data", {}).get("fold")
         if fold is not None:
             return str(fold), str(cfg.get("seed", "-"))

@@ -43,6 +43,9 @@ class DataConfig:
     """Number of cross-validation folds."""
     split_seed: int = 42
     """Seed of the fold split, apart from ``seed``: seed repeats validate on the same cases."""
+    train_on_all: bool = False
+    """Train on every case (the model to deploy, nnU-Net's fold ``all``). Validation still
+    scores ``fold``'s validation cases, which are then training cases: no accuracy estimate."""
     oversample_foreground: float = 0.33
     """Fraction of each batch centred on a random foreground class."""
     num_workers: int = 0

@@ -73,3 +73,24 @@ def test_seed_repeats_share_the_fold_split(tmp_path):
     first = val_names("seed=1")
     assert first == val_names("seed=2")
     assert first != val_names("seed=1", "data.split_seed=7")
+
+
+def test_train_on_all_trains_on_every_case_and_stays_out_of_crossval(tmp_path, capsys):
+    from hybrid_unet.config.validate import check_config
+    from hybrid_unet.engine.build import build_data
+    from tests.helpers import TINY, compose_config
+
+    def split(*overrides):
+        cfg = check_config(compose_config([*TINY, "paths.output_dir=/tmp", *overrides]))
+        run_dir = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        run_dir.mkdir()
+        return build_data(cfg, run_dir)
+
+    fold, everything = split(), split("data.train_on_all=true")
+    assert sorted(everything.train_names) == sorted(fold.train_names + fold.val_names)
+    assert everything.val_names == fold.val_names  # still scored, but they are training cases
+
+    run = _fold_run(tmp_path / "cv", 0, ["a,0.8,0.6"])
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\ndata:\n  fold: 0\n  train_on_all: true\n")
+    assert crossval.main([str(tmp_path / "cv")]) == 2
+    assert "trained on all cases" in capsys.readouterr().err
