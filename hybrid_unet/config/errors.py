@@ -40,6 +40,9 @@ def describe_exception(exc: BaseException) -> str:
         parent = cause.parent_node
         siblings = list(parent.keys()) if parent is not None and hasattr(parent, "keys") else []
         key = str(cause.key) if cause.key is not None else ""
+        if _target_takes(parent, key):
+            return (f"config key '{cause.full_key}' is not set in the config, though its "
+                    f"_target_ takes it: add it with '+{cause.full_key}=...'")  # fmt: skip
         return f"unknown config key '{cause.full_key}'{did_you_mean(key, siblings)}"
     if isinstance(cause, ValidationError):
         first = str(cause.msg).splitlines()[0]
@@ -48,3 +51,18 @@ def describe_exception(exc: BaseException) -> str:
         return f"config key '{cause.full_key}': {str(cause.msg).splitlines()[0]}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _target_takes(node: object, key: str) -> bool:
+    """Whether the ``_target_`` of a config node has a parameter named ``key``."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if not key or not isinstance(target, str):
+        return False
+    try:
+        return key in inspect.signature(get_object(target)).parameters
+    except Exception:  # an unimportable target is reported elsewhere
+        return False
