@@ -284,8 +284,9 @@ class Trainer:
         panels = {}
         self.model.eval()
         for case in cases:
-            probs = predict_case(self.model, case.image, tuple(d["patch_size"]), self.device,
-                                 precision, t["val_overlap"], t["val_sw_batch_size"])  # fmt: skip
+            probs = predict_case(self.model, case.image, d["num_classes"], tuple(d["patch_size"]),
+                                 self.device, precision, t["val_overlap"],
+                                 t["val_sw_batch_size"])  # fmt: skip
             panels[f"val/{case.name}"] = slice_panel(case.image, case.label, probs.argmax(0))
         self.model.train()
         return panels

@@ -8,55 +8,48 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from hybrid_unet.engine.checkpoint import atomic_write_text
 from hybrid_unet.engine.step import autocast_context
+from hybrid_unet.inference.sliding_window import Forward, SlidingWindow, softmax
 from hybrid_unet.metrics import aggregate, case_metrics
 
 
-@torch.no_grad()
+def torch_forward(model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> Forward:
+    """A network as :class:`SlidingWindow` calls it: windows ``(N, C, d, h, w)`` float32 ->
+    logits ``(N, K, d, h, w)`` float32, without gradients, under ``precision`` autocast."""
+
+    @torch.no_grad()
+    def forward(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(device)
+        with autocast_context(precision, device):
+            logits = model(x)
+        return logits.float().cpu().numpy()
+
+    return forward
+
+
 def predict_case(
     model: torch.nn.Module,
     image: np.ndarray,
+    num_classes: int,
     patch_size: tuple[int, int, int],
     device: torch.device,
     precision: str = "fp32",
     overlap: float = 0.5,
     sw_batch_size: int = 4,
+    mirror: bool = False,
 ) -> np.ndarray:
-    """Softmax probabilities ``(K, D, H, W)`` float32 of one image ``(C, D, H, W)``."""
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).to(device)[None]  # copy: may be mmap
-    with autocast_context(precision, device):
-        logits = sliding_window_inference(
-            x, roi_size=patch_size, sw_batch_size=sw_batch_size, predictor=model,
-            overlap=overlap, mode="gaussian",
-        )  # fmt: skip
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    """Softmax probabilities ``(K, D, H, W)`` float32 of one image ``(C, D, H, W)``.
 
-
-# Every combination of flips of the three spatial axes of a (C, D, H, W) array, identity first.
-MIRROR_FLIPS = ((), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3))
-
-
-def predict_case_mirrored(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    patch_size: tuple[int, int, int],
-    device: torch.device,
-    precision: str = "fp32",
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
-) -> np.ndarray:
-    """:func:`predict_case` averaged over the 8 flips of the image (mirroring test-time
-    augmentation, as nnU-Net validates); each prediction is flipped back before averaging."""
-    total = None
-    for axes in MIRROR_FLIPS:
-        flipped = np.flip(image, axes) if axes else image
-        probs = predict_case(model, flipped, patch_size, device, precision, overlap, sw_batch_size)
-        probs = np.flip(probs, axes) if axes else probs
-        total = probs if total is None else total + probs
-    return total / len(MIRROR_FLIPS)
+    The windows are placed and weighted exactly as ``python -m hybrid_unet.predict`` places
+    them (:class:`SlidingWindow`), so validation scores what prediction will produce. ``mirror``
+    averages the logits of the 8 flips of every window (nnU-Net's mirroring; 8x the cost).
+    """
+    window = SlidingWindow(list(patch_size), overlap, sw_batch_size, [0, 1, 2] if mirror else [])
+    image = np.asarray(image, dtype=np.float32)  # may be a memory map
+    logits = window(image, torch_forward(model, device, precision), num_classes, patch_size)
+    return softmax(logits, inplace=True)
 
 
 def validate(
@@ -80,16 +73,16 @@ def validate(
         ``{"case": name, "dice_1": ...}``. The summary holds per class and metric the mean over
         cases, and ``mean_<metric>`` over foreground classes; values undefined for a case
         (a class empty in reference and prediction) do not count (see
-        :mod:`hybrid_unet.metrics`). ``mirror`` averages over the 8 flips of each case
-        (:func:`predict_case_mirrored`, 8x the cost). With ``gather`` (data parallel: each rank holds a share
+        :mod:`hybrid_unet.metrics`). ``mirror`` averages over the 8 flips of each window
+        (:func:`predict_case`, 8x the cost). With ``gather`` (data parallel: each rank holds a share
         of the cases) the per-case metrics of every rank are pooled first.
     """
     was_training = model.training
     model.eval()
     rows = []
-    predict = predict_case_mirrored if mirror else predict_case
     for case in cases:
-        probs = predict(model, case.image, patch_size, device, precision, overlap, sw_batch_size)
+        probs = predict_case(model, case.image, num_classes, patch_size, device, precision,
+                             overlap, sw_batch_size, mirror)  # fmt: skip
         values = case_metrics(
             probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
         )

@@ -13,11 +13,11 @@ from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.planning import Plan
 from hybrid_unet.engine.build import instantiate_model, resolve_device
 from hybrid_unet.engine.checkpoint import load_checkpoint
-from hybrid_unet.engine.step import autocast_context
+from hybrid_unet.engine.validation import torch_forward
 from hybrid_unet.inference.outputs import atomic_write_nifti
 from hybrid_unet.inference.pipeline import Segmentation, segment
 from hybrid_unet.inference.postprocessing import stored_classes
-from hybrid_unet.inference.sliding_window import Forward, SlidingWindow, softmax
+from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -111,20 +111,10 @@ class Predictor:
         if not same_plan:
             raise ValueError(f"{path}: its plan (spacing, normalisation) differs from the first's")
 
-    def _forward(self, model: torch.nn.Module) -> Forward:
-        @torch.no_grad()
-        def forward(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(batch).to(self.device)
-            with autocast_context(self.precision, self.device):
-                logits = model(x)
-            return logits.float().cpu().numpy()
-
-        return forward
-
     def members(self, image: np.ndarray) -> Iterator[np.ndarray]:
         """Softmax ``(K, D, H, W)`` of a preprocessed image per network (and dropout sample)."""
         for model in self.models:
-            forward = self._forward(model)
+            forward = torch_forward(model, self.device, self.precision)
             samples = self.mc_dropout_samples or 1
             for m in _dropouts(model) if self.mc_dropout_samples else []:
                 m.train()

@@ -1,27 +1,41 @@
-"""Mirroring test-time augmentation in validation."""
+"""Validation predicts as ``predict`` does: the same windows, and mirroring over 8 flips."""
 
 import itertools
 
 import numpy as np
 import torch
 
-from hybrid_unet.engine.validation import predict_case, predict_case_mirrored
+from hybrid_unet.engine.validation import predict_case, torch_forward
+from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
 
 
-def test_mirrored_prediction_is_the_mean_over_the_eight_flips():
+def test_mirrored_prediction_averages_the_logits_of_the_eight_flips():
     torch.manual_seed(0)
     net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()  # not flip-symmetric: its kernel is random
     image = np.random.default_rng(0).normal(size=(1, 8, 12, 10)).astype(np.float32)
-    got = predict_case_mirrored(net, image, (8, 12, 10), torch.device("cpu"), overlap=0.0)
+    got = predict_case(net, image, 3, (8, 12, 10), torch.device("cpu"), overlap=0.0, mirror=True)
 
     x = torch.from_numpy(image)[None]
-    expected = torch.zeros(1, 3, 8, 12, 10)
+    logits = torch.zeros(1, 3, 8, 12, 10)
     flips = [dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r)]
     assert len(flips) == 8
     with torch.no_grad():
         for dims in flips:
-            y = torch.softmax(net(x.flip(dims) if dims else x), 1)
-            expected += y.flip(dims) if dims else y
-    np.testing.assert_allclose(got, (expected / 8)[0].numpy(), atol=1e-5)
-    plain = predict_case(net, image, (8, 12, 10), torch.device("cpu"), overlap=0.0)
+            y = net(x.flip(dims) if dims else x)
+            logits += y.flip(dims) if dims else y
+    np.testing.assert_allclose(got, torch.softmax(logits / 8, 1)[0].numpy(), atol=1e-5)
+    plain = predict_case(net, image, 3, (8, 12, 10), torch.device("cpu"), overlap=0.0)
     assert np.abs(plain - got).max() > 1e-3  # the flips change the answer for this network
+
+
+def test_validation_uses_the_windows_of_predict():
+    """A volume larger than the window: the same stitched probabilities as the predictor's
+    sliding window, so a run's validation Dice is the Dice its predictions will have."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.InstanceNorm3d(3))
+    image = np.random.default_rng(1).normal(size=(1, 13, 17, 11)).astype(np.float32)
+    got = predict_case(net.eval(), image, 3, (8, 8, 8), torch.device("cpu"), overlap=0.5)
+    window = SlidingWindow([8, 8, 8], overlap=0.5)
+    logits = window(image, torch_forward(net, torch.device("cpu")), 3, (8, 8, 8))
+    np.testing.assert_allclose(got, softmax(logits), atol=1e-6)
+    np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
