@@ -246,6 +246,14 @@ def cross_field_problems(cfg: dict) -> list[str]:
             f"config key 'data.patch_size': {list(patch)} is not divisible by the model's "
             f"total stride {list(stride)} (from model.strides)"
         )
+    augmentation = cfg["data"].get("augmentation")
+    if augmentation is not None and not (
+        isinstance(augmentation, dict) and "_target_" in augmentation
+    ):
+        problems.append(
+            "config key 'data.augmentation': must be null (no augmentation) or a node with a "
+            f"_target_ (e.g. data=hippocampus's), got {augmentation}"
+        )
     from hybrid_unet.metrics import METRICS
 
     for key in ("val_metrics", "final_val_metrics"):
