@@ -149,9 +149,9 @@ def markdown(summary: dict) -> str:
     for label in ("fold", "seed"):
         groups = summary[f"mean_dice_per_{label}"]
         shown = ", ".join(f"{g}: {d:.4f}" for g, d in groups.items())
-        lines.append(
-            f"mean Dice per {label} {shown} (sd over {label}s {summary[f'mean_dice_{label}_sd']:.4f})"
-        )
+        sd = summary[f"mean_dice_{label}_sd"]
+        spread = f" (sd over {label}s {sd:.4f})" if len(groups) > 1 else ""
+        lines.append(f"mean Dice per {label} {shown}{spread}")
     lines.append(f"{summary['cases']} case predictions from {len(summary['runs'])} runs")
     return "\n".join(lines)
 

@@ -47,8 +47,9 @@ from hybrid_unet.engine.validation import predict_case, validate, write_case_tab
 from hybrid_unet.logging.base import build_loggers
 from hybrid_unet.logging.panels import slice_panel
 
-_CALIBRATION_STEPS = 25  # a time budget sizes the run from the speed of steps 6..25:
-_WARMUP_STEPS = 5  # the first steps (loading cases, allocator warm-up) run slower
+_CALIBRATION_STEPS = 25  # a time budget sizes the run from the speed of steps 6..25, then
+_WARMUP_STEPS = 5  # re-fits every 25 steps; the first steps (loading cases, allocator
+# warm-up) run slower and are left out of the speed
 
 
 class LoaderWorkerDied(RuntimeError):
@@ -190,7 +191,7 @@ class Trainer:
                 )
             if state.step == _WARMUP_STEPS:
                 self.warm_elapsed = state.elapsed_seconds
-            if state.step == _CALIBRATION_STEPS:
+            if state.step % _CALIBRATION_STEPS == 0:
                 self.fit_schedule_to_time_budget()
             self.stopping = any_rank(stop.requested is not None, self.dist)
             if self.stopping or state.step >= self.total_steps():
@@ -306,31 +307,37 @@ class Trainer:
     def fit_schedule_to_time_budget(self) -> None:
         """With ``trainer.max_time_minutes``, size the run and its LR decay to the measured speed.
 
-        Called once, after ``_CALIBRATION_STEPS`` steps (timed after the warm-up): the step count
-        that fits the remaining budget (keeping a reserve for validation and saving) becomes the
-        schedule's horizon, so the learning rate reaches zero as the time runs out instead of being cut off half-way.
-        The count is stored in the run state, so a resumed run keeps the same schedule.
+        Called every ``_CALIBRATION_STEPS`` steps: the step count that fits the remaining budget
+        (keeping a reserve for validation and saving), at the mean speed since the warm-up,
+        becomes the schedule's horizon, so the learning rate reaches zero as the time runs out
+        instead of being cut off half-way. Re-fitting corrects a first estimate taken while the
+        machine was briefly busy (one-shot, it once planned 9 % fewer steps than fitted) and
+        shortens the plan when the machine slows down. The count is stored in the run state; a
+        resumed run goes on re-fitting from its stored training time.
         """
         budget = self.t["max_time_minutes"]
         node = self.cfg["scheduler"]
-        if budget is None or self.state.planned_steps or node.get("total_steps") is not None:
+        if budget is None or node.get("total_steps") is not None:
             return
         warm = getattr(self, "warm_elapsed", None)  # None when resumed past the warm-up
         if warm is None:
             seconds_per_step = self.state.elapsed_seconds / self.state.step
         else:
             seconds_per_step = (self.state.elapsed_seconds - warm) / (
-                _CALIBRATION_STEPS - _WARMUP_STEPS
+                self.state.step - _WARMUP_STEPS
             )
         reserve = max(10.0, 0.05 * 60.0 * budget)
         remaining = 60.0 * budget - self.state.elapsed_seconds - reserve
         planned = self.state.step + max(int(remaining / seconds_per_step), 1)
         planned = min(planned, self.t["max_epochs"] * self.t["steps_per_epoch"])
+        first = not self.state.planned_steps
         self.state.planned_steps = planned
         for fn in getattr(self.scheduler, "lr_lambdas", []):
             if hasattr(fn, "total_steps"):
                 fn.total_steps = planned
-        print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps.")
+        if first:
+            print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps "
+                  "(re-fitted to the measured speed as the run goes).")  # fmt: skip
 
     def out_of_time(self) -> bool:
         budget = self.t["max_time_minutes"]

@@ -78,6 +78,29 @@ def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch):
+    """Steps 1-25 take 2 s (a busy machine), later ones 1 s. A one-shot plan from steps 6-25
+    would stop at step 85 (50 s + 60 x 2 s = 170 s of a 180 s budget with a 10 s reserve, but
+    in fact 110 s); re-fitting every 25 steps uses the budget and still ends with LR 0."""
+    now = {"t": 0.0, "steps": 0}
+    real_step = trainer_module.train_step
+
+    def timed_step(*args, **kwargs):
+        now["steps"] += 1
+        now["t"] += 2.0 if now["steps"] <= 25 else 1.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", timed_step)
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: now["t"])
+    overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
+                 "trainer.max_time_minutes=3", "data.max_val_cases=1"]  # fmt: skip
+    summary, trainer = train_in_process(overrides, tmp_path)
+    assert summary["steps"] == trainer.state.planned_steps
+    assert 130 <= summary["steps"] <= 160  # one-shot: 85
+    assert trainer.state.elapsed_seconds <= 180.0
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monkeypatch):
     train_in_process(["trainer.max_epochs=2", "run_name=a"], tmp_path / "a")
     real_step = trainer_module.train_step
