@@ -28,6 +28,6 @@ def test_missing_pretrained_path_names_the_key(tmp_path):
 def test_a_parameter_the_config_leaves_out_is_added_with_plus(tmp_path):
     """``p_rotate`` is an argument of the augmentation's _target_ but not in its YAML: the
     message says how to add it instead of suggesting a different key."""
-    result = cli(["+experiment=hippocampus_6min", "data.augmentation.p_rotate=0"], tmp_path)
+    result = cli(["+experiment=hippocampus_30min", "data.augmentation.p_rotate=0"], tmp_path)
     assert result.code == 2 and "Traceback" not in result.stderr
     assert "'+data.augmentation.p_rotate=...'" in result.stderr
