@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterable
 
 
@@ -55,8 +56,6 @@ def describe_exception(exc: BaseException) -> str:
 
 def _target_takes(node: object, key: str) -> bool:
     """Whether the ``_target_`` of a config node has a parameter named ``key``."""
-    import inspect
-
     from hydra.utils import get_object
 
     target = node.get("_target_") if hasattr(node, "get") else None

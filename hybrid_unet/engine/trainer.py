@@ -47,9 +47,8 @@ from hybrid_unet.engine.validation import predict_case, validate, write_case_tab
 from hybrid_unet.logging.base import build_loggers
 from hybrid_unet.logging.panels import slice_panel
 
-_CALIBRATION_STEPS = 25  # a time budget sizes the run from the speed of steps 6..25, then
-_WARMUP_STEPS = 5  # re-fits every 25 steps; the first steps (loading cases, allocator
-# warm-up) run slower and are left out of the speed
+_CALIBRATION_STEPS = 25  # a time budget re-fits the run to the measured speed every 25 steps
+_WARMUP_STEPS = 5  # the first steps (loading cases, allocator warm-up) are left out of the speed
 
 
 class LoaderWorkerDied(RuntimeError):

@@ -41,7 +41,7 @@ class PlainUNet(nn.Module):
         norm: "instance", "group" or "batch".
         act: "leakyrelu", "relu", "gelu" or "silu".
         activation_checkpointing: recompute encoder stages in backward.
-        channels_last_3d: build the weights (and so the activations) channels-last.
+        channels_last_3d: build the weights channels-last, so oneDNN runs the convolutions channels-last.
 
     Shape: as :class:`hybrid_unet.models.hybrid_unet.HybridUNet`.
     """

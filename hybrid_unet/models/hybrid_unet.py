@@ -58,8 +58,8 @@ class HybridUNet(nn.Module):
         mlp_ratio: MLP width of hybrid blocks relative to the stage width.
         decoder_convs: ConvNormAct layers per decoder level.
         activation_checkpointing: recompute encoder stages in backward to save memory.
-        channels_last_3d: build the weights (and so the activations) channels-last
-            (``engine.build.instantiate_model``); the model works in either memory format.
+        channels_last_3d: build the weights channels-last, so oneDNN runs the convolutions
+            channels-last (``engine.build.instantiate_model``); either memory format works.
 
     Shape: ``(B, C, D, H, W) -> (B, K, D, H, W)`` or, in training with deep supervision,
     a list ``[(B, K, D, H, W), (B, K, D/s1, H/s1, W/s1), ...]`` highest resolution first.
