@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from hybrid_unet.models.blocks.depthwise import DepthwiseConv3d
 from hybrid_unet.models.blocks.layers import ActFactory, DropPath, NormFactory, triple
 
 
@@ -40,15 +41,19 @@ class ConvNormAct3d(nn.Sequential):
         groups: int = 1,
     ) -> None:
         kernel = triple(kernel_size, "kernel_size")
-        conv = nn.Conv3d(
-            in_channels,
-            out_channels,
-            kernel,
-            triple(stride, "stride"),
-            padding=_same_padding(kernel),
-            groups=groups,
-            bias=False,
-        )
+        conv: nn.Conv3d
+        if groups > 1 and groups == in_channels == out_channels:
+            conv = DepthwiseConv3d(in_channels, kernel, triple(stride, "stride"), bias=False)
+        else:
+            conv = nn.Conv3d(
+                in_channels,
+                out_channels,
+                kernel,
+                triple(stride, "stride"),
+                padding=_same_padding(kernel),
+                groups=groups,
+                bias=False,
+            )
         layers: list[nn.Module] = [conv, norm(out_channels)]
         if act is not None:
             layers.append(act())
@@ -72,15 +77,7 @@ class DepthwiseSeparableConv3d(nn.Sequential):
     ) -> None:
         kernel = triple(kernel_size, "kernel_size")
         layers: list[nn.Module] = [
-            nn.Conv3d(
-                in_channels,
-                in_channels,
-                kernel,
-                triple(stride, "stride"),
-                padding=_same_padding(kernel),
-                groups=in_channels,
-                bias=False,
-            ),
+            DepthwiseConv3d(in_channels, kernel, triple(stride, "stride"), bias=False),
             nn.Conv3d(in_channels, out_channels, 1, bias=False),
             norm(out_channels),
         ]

@@ -14,6 +14,7 @@ from hybrid_unet.models.blocks.attention import (
     SqueezeExcitation3d,
 )
 from hybrid_unet.models.blocks.conv import ConvNormAct3d, MBConv3d, ResidualConvBlock3d
+from hybrid_unet.models.blocks.depthwise import DepthwiseConv3d
 from hybrid_unet.models.blocks.layers import (
     ActFactory,
     DropPath,
@@ -90,7 +91,7 @@ def token_mixer_factory(
 def _conv_mixer(dim: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv3d(dim, 2 * dim, 1),
-        nn.Conv3d(2 * dim, 2 * dim, 3, padding=1, groups=2 * dim),
+        DepthwiseConv3d(2 * dim, 3),
         nn.GELU(),
         nn.Conv3d(2 * dim, dim, 1),
     )
@@ -101,7 +102,7 @@ class _GatedDepthwise(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, 3, padding=1, groups=channels)
+        self.conv = DepthwiseConv3d(channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.conv(x))
@@ -174,13 +175,7 @@ class HybridEncoderBlock(nn.Module):
         self.conv = conv_layer(
             in_channels, out_channels, kernel, stride3, norm=norm, act=act, drop_path=drop_path
         )
-        self.pos_embed = nn.Conv3d(
-            out_channels,
-            out_channels,
-            kernel,
-            padding=tuple(k // 2 for k in kernel),
-            groups=out_channels,
-        )
+        self.pos_embed = DepthwiseConv3d(out_channels, kernel)
         self.attn = attn_layer(out_channels) if attn_layer is not None else None
         self.norm1 = LayerNorm3d(out_channels) if self.attn is not None else None
         hidden = max(1, round(out_channels * mlp_ratio))
