@@ -263,6 +263,17 @@ def cross_field_problems(cfg: dict) -> list[str]:
                                 f"{did_you_mean(name, METRICS)}")  # fmt: skip
         if "dice" not in cfg["trainer"][key]:
             problems.append(f"config key 'trainer.{key}': must include 'dice' (it picks best.pt)")
+    if cfg["trainer"].get("val_mirror") and not problems:
+        from hybrid_unet.data.transforms import untrained_mirror_axes
+
+        unseen = untrained_mirror_axes((0, 1, 2), cfg["data"].get("augmentation"))
+        if unseen:
+            problems.append(
+                f"config key 'trainer.val_mirror': validation would mirror along axes {unseen}, "
+                "which training never flips (data.augmentation p_flip / flip_axes): a network "
+                "that never saw a flip scores mirrored windows as different anatomy. Set "
+                "trainer.val_mirror=false or train with flips"
+            )
     if str(cfg["trainer"]["precision"]).endswith("fp16") and not _cuda_possible(cfg):
         problems.append(
             "config key 'trainer.precision': fp16 needs a CUDA device; use bf16 or fp32"

@@ -7,8 +7,9 @@ affine resampling (the expensive part), drawn with separate probabilities as in 
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -227,3 +228,31 @@ def build_train_transform(
 
     transform.compose = compose  # for inspection and tests
     return transform
+
+
+def trained_flip_axes(augmentation: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    """Spatial axes (0 = D, 1 = H, 2 = W) a run's training mirrored, from its
+    ``data.augmentation`` config: ``()`` for none, ``None`` when a transform other than
+    :func:`build_train_transform` makes it unknowable.
+
+    Mirroring at inference (``sliding_window.mirror_axes``, ``trainer.val_mirror``) only helps
+    along these axes: a network that never saw a flip can confuse mirrored structures (MSD
+    hippocampus, no flips in training: mean Dice 0.88 unmirrored, 0.03 with the D axis flipped,
+    where anterior and posterior swap).
+    """
+    if augmentation is None:
+        return ()
+    if augmentation.get("_target_") != f"{__name__}.{build_train_transform.__name__}":
+        return None
+    defaults = inspect.signature(build_train_transform).parameters
+    p_flip = augmentation.get("p_flip", defaults["p_flip"].default)
+    axes = augmentation.get("flip_axes", defaults["flip_axes"].default)
+    return tuple(sorted(int(a) for a in axes)) if p_flip > 0 else ()
+
+
+def untrained_mirror_axes(
+    mirror_axes: Sequence[int], augmentation: Mapping[str, Any] | None
+) -> list[int]:
+    """The axes of ``mirror_axes`` the run's training never flipped (empty when unknown)."""
+    trained = trained_flip_axes(augmentation)
+    return [] if trained is None else sorted(set(int(a) for a in mirror_axes) - set(trained))

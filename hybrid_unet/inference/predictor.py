@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from hybrid_unet.data.io import read_image
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.planning import Plan
+from hybrid_unet.data.transforms import untrained_mirror_axes
 from hybrid_unet.engine.build import instantiate_model, resolve_device
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.engine.validation import torch_forward
@@ -79,6 +81,17 @@ class Predictor:
             model.load_state_dict(ckpt.get("ema") or ckpt["model"])
             self.models.append(model.to(self.device).eval())
         self.sliding_window = sliding_window or SlidingWindow()
+        for path, ckpt in zip(paths, loaded, strict=True):
+            unseen = untrained_mirror_axes(
+                self.sliding_window.mirror_axes, ckpt["config"]["data"].get("augmentation")
+            )
+            if unseen:
+                warnings.warn(
+                    f"sliding_window.mirror_axes={self.sliding_window.mirror_axes}: {path} "
+                    f"never trained with flips along axes {unseen}, so its mirrored predictions "
+                    "can swap mirrored structures; mirror only the axes it trained flipped",
+                    stacklevel=2,
+                )
         if mc_dropout_samples < 0:
             raise ValueError(f"mc_dropout_samples must be >= 0, got {mc_dropout_samples}")
         if mc_dropout_samples and not any(_dropouts(m) for m in self.models):

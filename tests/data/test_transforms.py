@@ -96,3 +96,16 @@ def test_runs_on_one_thread_and_restores_the_callers(sample):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_trained_flip_axes_from_the_augmentation_config():
+    from hybrid_unet.data.transforms import trained_flip_axes, untrained_mirror_axes
+
+    target = {"_target_": "hybrid_unet.data.transforms.build_train_transform"}
+    assert trained_flip_axes(None) == ()
+    assert trained_flip_axes(target) == (0, 1, 2)  # build_train_transform's defaults
+    assert trained_flip_axes({**target, "p_flip": 0.0}) == ()
+    assert trained_flip_axes({**target, "flip_axes": [2, 1]}) == (1, 2)
+    assert trained_flip_axes({"_target_": "my.own.transform"}) is None
+    assert untrained_mirror_axes([0, 1, 2], {**target, "flip_axes": [2]}) == [0, 1]
+    assert untrained_mirror_axes([0, 1, 2], {"_target_": "my.own.transform"}) == []

@@ -78,3 +78,17 @@ def test_runner_reproduces_the_pytorch_predictor(tiny_run, exported, tmp_path):
     assert (np.asarray(written.dataobj).transpose(2, 1, 0) == theirs.label).all()
     np.testing.assert_allclose(written.affine, nib.load(tmp_path / "s.nii.gz").affine)
     assert "a_ml" in (tmp_path / "out" / "volumes.csv").read_text()
+
+
+def test_mirroring_axes_the_run_never_flipped_warns(tiny_run):
+    """The tiny run trains on phantoms without augmentation: mirroring its windows warns."""
+    import warnings
+
+    from hybrid_unet.inference.predictor import Predictor
+    from hybrid_unet.inference.sliding_window import SlidingWindow
+
+    with pytest.warns(UserWarning, match=r"never trained with flips along axes \[0, 2\]"):
+        Predictor(tiny_run, "cpu", sliding_window=SlidingWindow(mirror_axes=[0, 2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Predictor(tiny_run, "cpu", sliding_window=SlidingWindow(mirror_axes=[]))
