@@ -16,9 +16,10 @@ backward, one thread (``tests/models/test_depthwise.py`` checks the numbers agai
 ``nn.Conv3d``): 512 channels at 4x6x4, bf16 autocast, 45 -> 9 ms; 64 channels at 16x24x16,
 224 -> 97 ms.
 
-The fast path needs stride 1 (the padding is always ``kernel // 2``): every depthwise conv of
-the network blocks. A stride, no gradient, and tracing for export take ``nn.Conv3d``'s own
-path, so exported graphs hold a plain convolution.
+The fast path needs a CPU tensor and stride 1 (the padding is always ``kernel // 2``): every
+depthwise conv of the network blocks when training on CPU. A GPU, a stride, no gradient, and
+tracing for export take ``nn.Conv3d``'s own path, so exported graphs hold a plain
+convolution.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class DepthwiseConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = (
             torch.is_grad_enabled()
+            and x.device.type == "cpu"  # CUDA's own depthwise backward is fast
             and self.stride == (1, 1, 1)
             and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()
