@@ -25,11 +25,14 @@ convolution.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from hybrid_unet.models.blocks.layers import triple
 
 _CL = torch.channels_last_3d
 
@@ -92,16 +95,16 @@ class DepthwiseConv3d(nn.Conv3d):
     def __init__(
         self,
         channels: int,
-        kernel_size: int | tuple[int, int, int] = 3,
-        stride: int | tuple[int, int, int] = 1,
+        kernel_size: int | Sequence[int] = 3,
+        stride: int | Sequence[int] = 1,
         bias: bool = True,
     ) -> None:
-        kernel = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
+        kernel = triple(kernel_size, "kernel_size")
         if any(k % 2 == 0 for k in kernel):
             raise ValueError(f"depthwise kernel must be odd per axis, got {kernel}")
         super().__init__(
-            channels, channels, kernel, stride, tuple(k // 2 for k in kernel), groups=channels,
-            bias=bias,
+            channels, channels, kernel, triple(stride, "stride"), tuple(k // 2 for k in kernel),
+            groups=channels, bias=bias,
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
