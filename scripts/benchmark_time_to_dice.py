@@ -11,13 +11,26 @@ validation cases (the fold-0 split unless overridden), outside the timed trainin
 training time it had reached is read from the checkpoint. Writes ``time_to_dice.csv`` and, when
 matplotlib is installed, ``time_to_dice.png`` to ``--out``, and prints the Dice of each arm at
 each budget point side by side with the ratio to the first arm.
+
+A checkpoint caught mid-run still has a high learning rate. ``--budgets`` measures the other way:
+one run per arm, budget and seed, each decaying its learning rate to zero inside its own budget
+(the way a user runs the recipe with a shorter ``trainer.max_time_minutes``), scored by its own
+final validation:
+
+    python scripts/benchmark_time_to_dice.py --budgets 1 2 4 6.5 --seeds 42 1 2 \
+        --out runs/budgets --arm plain model=plain_unet --arm hybrid model=hybrid_unet
+
+It writes ``budgets.csv`` (one row per run) and ``budgets.png`` (mean and range over seeds), and
+prints the mean Dice of each arm per budget with the difference to the first arm.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +57,75 @@ def train_arm(name: str, overrides: list[str], args: argparse.Namespace) -> Path
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": "offline"})
     return run_dir
+
+
+def train_budget(name: str, overrides: list[str], minutes: float, seed: int,
+                 args: argparse.Namespace) -> dict:  # fmt: skip
+    """One run that fits its whole schedule into ``minutes``; its final validation Dice."""
+    run_dir = (args.out / f"{name}_{minutes:g}min_s{seed}").resolve()
+    cmd = [
+        sys.executable, "-m", "hybrid_unet.train", f"+experiment={args.experiment}",
+        f"trainer.max_time_minutes={minutes}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+        f"run_name=budget_{name}_{minutes:g}min_s{seed}", *args.overrides, *overrides,
+    ]  # fmt: skip
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": "offline"})
+    with open(run_dir / "metrics.csv", newline="") as f:
+        validated = [r for r in csv.DictReader(f) if r.get("mean_dice")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row = {
+        "arm": name, "budget_min": minutes, "seed": seed, "steps": summary["steps"],
+        "train_s": summary["train_seconds"], "mean_dice": round(float(validated[-1]["mean_dice"]), 4),
+    }  # fmt: skip
+    print(f"{name} {minutes:g} min seed {seed}: {row['steps']} steps, "
+          f"mean Dice {row['mean_dice']:.4f}", flush=True)  # fmt: skip
+    return row
+
+
+def budget_table(rows: list[dict], arms: list[str]) -> str:
+    """Mean Dice over seeds per arm and budget, and each arm's difference to the first."""
+    head = "| budget min | " + " | ".join(arms) + f" | difference to {arms[0]} |"
+    lines = [head, "|---" * (len(arms) + 2) + "|"]
+    for b in sorted({r["budget_min"] for r in rows}):
+        means = []
+        for a in arms:
+            vals = [r["mean_dice"] for r in rows if r["arm"] == a and r["budget_min"] == b]
+            means.append(statistics.mean(vals) if vals else None)
+        cells = [f"{m:.4f}" if m is not None else "-" for m in means]
+        diffs = [f"{m - means[0]:+.4f}" if m is not None and means[0] else "-" for m in means[1:]]
+        lines.append(f"| {b:g} | " + " | ".join(cells) + " | " + " / ".join(diffs) + " |")
+    return "\n".join(lines)
+
+
+def plot_budgets(rows: list[dict], arms: list[str], path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in arms:
+        budgets = sorted({r["budget_min"] for r in rows if r["arm"] == arm})
+        vals = [[r["mean_dice"] for r in rows if r["arm"] == arm and r["budget_min"] == b]
+                for b in budgets]  # fmt: skip
+        means = [statistics.mean(v) for v in vals]
+        lows = [m - min(v) for m, v in zip(means, vals, strict=True)]
+        highs = [max(v) - m for m, v in zip(means, vals, strict=True)]
+        ax.errorbar(budgets, means, yerr=[lows, highs], marker="o", capsize=3, label=arm)
+    ax.set_xlabel("training budget (min), one run per point")
+    ax.set_ylabel("validation mean Dice (mean, range over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("dice_"), k))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}")
 
 
 @torch.no_grad()
@@ -94,7 +176,7 @@ def side_by_side(rows: list[dict], arms: list[str], points: list[float]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], arms: list[str], path: Path) -> bool:
+def _pyplot():
     try:
         import matplotlib
 
@@ -102,6 +184,13 @@ def plot(rows: list[dict], arms: list[str], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install matplotlib)")
+        return None
+    return plt
+
+
+def plot(rows: list[dict], arms: list[str], path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm in arms:
@@ -127,23 +216,31 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads for scoring")
     parser.add_argument("--out", type=Path, default=Path("runs/time_to_dice"))
     parser.add_argument("--score-only", action="store_true", help="score existing runs")
+    parser.add_argument("--budgets", type=float, nargs="+", default=None,
+                        help="minutes: one run per budget, each with its own LR decay")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="with --budgets")
     parser.add_argument("overrides", nargs="*", help="overrides for every arm")
     args = parser.parse_args()
     arms = parse_arms(args.arm)
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.budgets:
+        for minutes in args.budgets:
+            for seed in args.seeds:
+                rows += [train_budget(n, o, minutes, seed, args) for n, o in arms.items()]
+        write_csv(rows, args.out / "budgets.csv")
+        print(budget_table(rows, list(arms)))
+        if plot_budgets(rows, list(arms), args.out / "budgets.png"):
+            print(f"wrote {args.out / 'budgets.png'}")
+        return 0
     for name, overrides in arms.items():
         run_dir = args.out.resolve() / name if args.score_only else train_arm(name, overrides, args)
         rows += score_checkpoints(name, run_dir, args.threads)
-    columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("dice_"), k))
-    with open(args.out / "time_to_dice.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, args.out / "time_to_dice.csv")
     points = [60.0 * m for m in (1, 2, 3, 4, 5, 6, 6.5, 10, 15, 20, 25, 30) if m <= args.minutes]
     print(side_by_side(rows, list(arms), points))
     if plot(rows, list(arms), args.out / "time_to_dice.png"):
         print(f"wrote {args.out / 'time_to_dice.png'}")
-    print(f"wrote {args.out / 'time_to_dice.csv'}")
     return 0
 
 
