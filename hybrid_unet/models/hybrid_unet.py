@@ -57,6 +57,8 @@ class HybridUNet(nn.Module):
         window_size: None for global attention, else an attention window (int or 3 ints).
         mlp_ratio: MLP width of hybrid blocks relative to the stage width.
         decoder_convs: ConvNormAct layers per decoder level.
+        zero_init_residual: start every residual block (MBConv, residual conv, hybrid block)
+            as the identity by zeroing the last layer of its branches.
         activation_checkpointing: recompute encoder stages in backward to save memory.
         channels_last_3d: build the weights channels-last, so oneDNN runs the convolutions
             channels-last (``engine.build.instantiate_model``); either memory format works.
@@ -88,6 +90,7 @@ class HybridUNet(nn.Module):
         window_size: int | Sequence[int] | None = None,
         mlp_ratio: float = 2.0,
         decoder_convs: int = 1,
+        zero_init_residual: bool = False,
         activation_checkpointing: bool = False,
         channels_last_3d: bool = False,
     ) -> None:
@@ -164,6 +167,10 @@ class HybridUNet(nn.Module):
             partial(make_skip_attention, shuffle_attention),
         )
         make_skip_attention(shuffle_attention, features[0])  # fail early on a bad name
+        if zero_init_residual:
+            for module in self.stages.modules():
+                if hasattr(module, "zero_init_last"):
+                    module.zero_init_last()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_input(x, self.in_channels, self.total_stride)

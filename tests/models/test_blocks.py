@@ -10,6 +10,7 @@ from hybrid_unet.models.blocks import (
     HybridEncoderBlock,
     MBConv3d,
     MultiHeadSelfAttention3d,
+    ResidualConvBlock3d,
     ShuffleAttention3d,
     SqueezeExcitation3d,
     get_act,
@@ -132,3 +133,34 @@ def test_padded_window_equals_attention_on_the_crop():
     corner = attn(x)[:, :, 2:, 4:, 4:]  # a window cut by the border: 1 x 1 x 2 valid voxels
     attn.window_size = None
     torch.testing.assert_close(corner, attn(x[:, :, 2:, 4:, 4:]), rtol=1e-5, atol=1e-5)
+
+
+def test_zero_init_last_starts_residual_blocks_as_identity():
+    x = torch.randn(2, 8, 4, 6, 4)
+    mbconv = MBConv3d(8, 8, 3, 1, 2.0, NORM, ACT, SqueezeExcitation3d)
+    mbconv.zero_init_last()
+    torch.testing.assert_close(mbconv(x), x)
+    res = ResidualConvBlock3d(8, 8, 3, 1, NORM, ACT)
+    res.zero_init_last()
+    torch.testing.assert_close(res(x), ACT()(x.clone()))
+    for kind in ("identity", "mhsa"):
+        block = HybridEncoderBlock(8, 8, 3, 1, NORM, ACT, attn_layer=token_mixer_factory(kind, 2))
+        block.zero_init_last()
+        block.conv.zero_init_last()
+        torch.testing.assert_close(block(x), x + block.pos_embed(x))
+
+
+def test_zero_init_last_leaves_the_branches_trainable():
+    block = HybridEncoderBlock(8, 8, 3, 1, NORM, ACT, attn_layer=token_mixer_factory("mhsa", 2))
+    block.zero_init_last()
+    block.conv.zero_init_last()
+    y = block(torch.randn(2, 8, 4, 6, 4))
+    (y * torch.randn_like(y)).sum().backward()
+    for p in (block.conv.project[1].weight, block.mlp[-1].weight, block.attn.proj.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_zero_init_last_leaves_a_strided_mbconv_alone():
+    block = MBConv3d(8, 16, 3, 2, 2.0, NORM, ACT)
+    block.zero_init_last()
+    assert torch.all(block.project[1].weight == 1)

@@ -124,6 +124,24 @@ def test_mbconv_se_switch():
     assert without(torch.randn(1, 2, 4, 8, 8))[0].shape == (1, 3, 4, 8, 8)
 
 
+def test_zero_init_residual_zeroes_only_the_last_layers():
+    torch.manual_seed(0)
+    base = tiny(stage_blocks=["conv", "resconv", "mbconv"], depths=[1, 1, 2])
+    torch.manual_seed(0)
+    zeroed = tiny(stage_blocks=["conv", "resconv", "mbconv"], depths=[1, 1, 2],
+                  zero_init_residual=True)  # fmt: skip
+    changed = [
+        name
+        for (name, p), q in zip(base.named_parameters(), zeroed.parameters(), strict=True)
+        if not torch.equal(p, q)
+    ]
+    assert changed and all(not q.any() for name, q in zeroed.named_parameters() if name in changed)
+    # resconv's second norm; per hybrid block: the MBConv projection's norm, attention's output
+    # projection and the MLP's last conv (weight and bias for the linear layers)
+    assert len(changed) == 1 + 2 * (1 + 2 + 2)
+    assert zeroed(torch.randn(1, 2, 4, 8, 8))[0].shape == (1, 3, 4, 8, 8)
+
+
 @pytest.mark.parametrize("blocks", [["conv", "resconv", "mbconv"], ["mbconv"] * 3])
 def test_stage_blocks_and_windows(blocks):
     model = tiny(stage_blocks=blocks, window_size=2, attention_stages=[1, 2])

@@ -15,6 +15,13 @@ def _same_padding(kernel: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(k // 2 for k in kernel)  # type: ignore[return-value]
 
 
+def _zero_norm_scale(norm: nn.Module) -> None:
+    weight = getattr(norm, "weight", None)
+    if weight is None:
+        raise ValueError(f"{type(norm).__name__} has no scale to zero (affine=False?)")
+    nn.init.zeros_(weight)
+
+
 class ConvNormAct3d(nn.Sequential):
     """Conv3d, normalisation, activation (activation optional).
 
@@ -129,6 +136,11 @@ class MBConv3d(nn.Module):
         self.use_residual = stride3 == (1, 1, 1) and in_channels == out_channels
         self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
 
+    def zero_init_last(self) -> None:
+        """Zero the projection's norm scale, so the block starts as the identity."""
+        if self.use_residual:
+            _zero_norm_scale(self.project[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.depthwise(self.expand(x))))
         return x + self.drop_path(y) if self.use_residual else y
@@ -160,6 +172,10 @@ class ResidualConvBlock3d(nn.Module):
             self.shortcut = ConvNormAct3d(in_channels, out_channels, 1, stride3, norm, None)
         self.drop_path = DropPath(drop_path)
         self.act = act()
+
+    def zero_init_last(self) -> None:
+        """Zero the second conv's norm scale, so the block starts as its shortcut."""
+        _zero_norm_scale(self.conv2[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.shortcut(x) + self.drop_path(self.conv2(self.conv1(x))))

@@ -185,6 +185,17 @@ class HybridEncoderBlock(nn.Module):
         )
         self.drop_path = DropPath(drop_path)
 
+    def zero_init_last(self) -> None:
+        """Zero the last layer of each residual branch: the block starts as ``x + pos(x)``."""
+        if hasattr(self.conv, "zero_init_last"):
+            self.conv.zero_init_last()
+        last_layers = [self.mlp[-1]]
+        if isinstance(self.attn, MultiHeadSelfAttention3d):
+            last_layers.append(self.attn.proj)
+        for layer in last_layers:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         x = x + self.pos_embed(x)
