@@ -10,23 +10,9 @@ import numpy as np
 import torch
 
 from hybrid_unet.engine.checkpoint import atomic_write_text
-from hybrid_unet.engine.step import autocast_context
-from hybrid_unet.inference.sliding_window import Forward, SlidingWindow, softmax
+from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
+from hybrid_unet.inference.torch_forward import torch_forward
 from hybrid_unet.metrics import aggregate, case_metrics
-
-
-def torch_forward(model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> Forward:
-    """A network as :class:`SlidingWindow` calls it: windows ``(N, C, d, h, w)`` float32 ->
-    logits ``(N, K, d, h, w)`` float32, without gradients, under ``precision`` autocast."""
-
-    @torch.no_grad()
-    def forward(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(device)
-        with autocast_context(precision, device):
-            logits = model(x)
-        return logits.float().cpu().numpy()
-
-    return forward
 
 
 def predict_case(

@@ -15,11 +15,11 @@ from hybrid_unet.data.planning import Plan
 from hybrid_unet.data.transforms import untrained_mirror_axes
 from hybrid_unet.engine.build import instantiate_model, resolve_device
 from hybrid_unet.engine.checkpoint import load_checkpoint
-from hybrid_unet.engine.validation import torch_forward
 from hybrid_unet.inference.outputs import atomic_write_nifti
 from hybrid_unet.inference.pipeline import Segmentation, segment
 from hybrid_unet.inference.postprocessing import stored_classes
 from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
+from hybrid_unet.inference.torch_forward import torch_forward
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

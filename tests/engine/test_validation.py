@@ -5,8 +5,9 @@ import itertools
 import numpy as np
 import torch
 
-from hybrid_unet.engine.validation import predict_case, torch_forward
+from hybrid_unet.engine.validation import predict_case
 from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
+from hybrid_unet.inference.torch_forward import torch_forward
 
 
 def test_mirrored_prediction_averages_the_logits_of_the_eight_flips():
