@@ -45,20 +45,28 @@ def find_fold_runs(folders: list[Path]) -> list[Path]:
     return runs
 
 
+def _run_config(run: Path):
+    config = run / ".hydra" / "config.yaml"
+    return OmegaConf.load(config) if config.is_file() else None
+
+
+def check_held_out(run: Path) -> None:
+    """Refuse a run whose validation cases were training cases (``data.train_on_all``)."""
+    cfg = _run_config(run)
+    if cfg is not None and cfg.get("data", {}).get("train_on_all"):
+        raise CrossValError(
+            f"{run} trained on all cases (data.train_on_all): its validation cases were "
+            "training cases, so it has no place in a cross-validation"
+        )
+
+
 def fold_and_seed(run: Path) -> tuple[str, str]:
     """The ``data.fold`` and ``seed`` a run trained with (from its Hydra config); without a
     config, the folder name and seed ``"-"``."""
-    config = run / ".hydra" / "config.yaml"
-    if config.is_file():
-        cfg = OmegaConf.load(config)
-        if cfg.get("data", {}).get("train_on_all"):
-            raise CrossValError(
-                f"{run} trained on all cases (data.train_on_all): its validation cases were "
-                "training cases, so it has no place in a cross-validation"
-            )
-        fold = cfg.get("data", {}).get("fold")
-        if fold is not None:
-            return str(fold), str(cfg.get("seed", "-"))
+    cfg = _run_config(run)
+    fold = None if cfg is None else cfg.get("data", {}).get("fold")
+    if fold is not None:
+        return str(fold), str(cfg.get("seed", "-"))
     return run.name, "-"
 
 
@@ -76,6 +84,7 @@ def summarise(runs: list[Path]) -> tuple[dict, list[dict]]:
     """Pooled and per-fold statistics of the runs' validation cases."""
     rows, folds, seen = [], {}, {}
     for run in runs:
+        check_held_out(run)
         fold, seed = fold_and_seed(run)
         if (fold, seed) in folds:
             raise CrossValError(
