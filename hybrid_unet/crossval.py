@@ -23,7 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hybrid_unet.engine.checkpoint import atomic_write_text
 from hybrid_unet.engine.validation import write_case_table
@@ -45,7 +45,7 @@ def find_fold_runs(folders: list[Path]) -> list[Path]:
     return runs
 
 
-def _run_config(run: Path):
+def _run_config(run: Path) -> DictConfig | None:
     config = run / ".hydra" / "config.yaml"
     return OmegaConf.load(config) if config.is_file() else None
 
