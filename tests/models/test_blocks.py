@@ -145,15 +145,13 @@ def test_zero_init_last_starts_residual_blocks_as_identity():
     torch.testing.assert_close(res(x), ACT()(x.clone()))
     for kind in ("identity", "mhsa"):
         block = HybridEncoderBlock(8, 8, 3, 1, NORM, ACT, attn_layer=token_mixer_factory(kind, 2))
-        block.zero_init_last()
-        block.conv.zero_init_last()
+        block.zero_init_last()  # its MBConv too
         torch.testing.assert_close(block(x), x + block.pos_embed(x))
 
 
 def test_zero_init_last_leaves_the_branches_trainable():
     block = HybridEncoderBlock(8, 8, 3, 1, NORM, ACT, attn_layer=token_mixer_factory("mhsa", 2))
     block.zero_init_last()
-    block.conv.zero_init_last()
     y = block(torch.randn(2, 8, 4, 6, 4))
     (y * torch.randn_like(y)).sum().backward()
     for p in (block.conv.project[1].weight, block.mlp[-1].weight, block.attn.proj.weight):
