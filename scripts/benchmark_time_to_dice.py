@@ -46,16 +46,25 @@ def parse_arms(tokens: list[list[str]]) -> dict[str, list[str]]:
     return {arm[0]: arm[1:] for arm in tokens}
 
 
-def train_arm(name: str, overrides: list[str], args: argparse.Namespace) -> Path:
-    run_dir = (args.out / name).resolve()
+def train(run_dir: Path, run_name: str, args: argparse.Namespace, settings: list[str],
+          arm: list[str]) -> None:  # fmt: skip
+    """``python -m hybrid_unet.train`` on ``--experiment`` into ``run_dir``; later overrides win:
+    this script's ``settings``, then the overrides for every arm, then the arm's own."""
     cmd = [
-        sys.executable, "-m", "hybrid_unet.train", f"+experiment={args.experiment}",
-        f"trainer.max_time_minutes={args.minutes}", f"trainer.steps_per_epoch={args.epoch_steps}",
-        "trainer.max_epochs=100000", "trainer.checkpoint.every_n_epochs=1",
-        f"hydra.run.dir={run_dir}", f"run_name=time_to_dice_{name}", *args.overrides, *overrides,
+        sys.executable, "-m", "hybrid_unet.train", f"+experiment={args.experiment}", *settings,
+        f"hydra.run.dir={run_dir}", f"run_name={run_name}", *args.overrides, *arm,
     ]  # fmt: skip
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": "offline"})
+
+
+def train_arm(name: str, overrides: list[str], args: argparse.Namespace) -> Path:
+    run_dir = (args.out / name).resolve()
+    settings = [
+        f"trainer.max_time_minutes={args.minutes}", f"trainer.steps_per_epoch={args.epoch_steps}",
+        "trainer.max_epochs=100000", "trainer.checkpoint.every_n_epochs=1",
+    ]  # fmt: skip
+    train(run_dir, f"time_to_dice_{name}", args, settings, overrides)
     return run_dir
 
 
@@ -63,13 +72,8 @@ def train_budget(name: str, overrides: list[str], minutes: float, seed: int,
                  args: argparse.Namespace) -> dict:  # fmt: skip
     """One run that fits its whole schedule into ``minutes``; its final validation Dice."""
     run_dir = (args.out / f"{name}_{minutes:g}min_s{seed}").resolve()
-    cmd = [
-        sys.executable, "-m", "hybrid_unet.train", f"+experiment={args.experiment}",
-        f"trainer.max_time_minutes={minutes}", f"seed={seed}", f"hydra.run.dir={run_dir}",
-        f"run_name=budget_{name}_{minutes:g}min_s{seed}", *args.overrides, *overrides,
-    ]  # fmt: skip
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": "offline"})
+    settings = [f"trainer.max_time_minutes={minutes}", f"seed={seed}"]
+    train(run_dir, f"budget_{name}_{minutes:g}min_s{seed}", args, settings, overrides)
     with open(run_dir / "metrics.csv", newline="") as f:
         validated = [r for r in csv.DictReader(f) if r.get("mean_dice")]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -82,15 +86,17 @@ def train_budget(name: str, overrides: list[str], minutes: float, seed: int,
     return row
 
 
+def dice_of(rows: list[dict], arm: str, budget: float) -> list[float]:
+    """The Dice of every seed of ``arm`` at ``budget`` minutes."""
+    return [r["mean_dice"] for r in rows if r["arm"] == arm and r["budget_min"] == budget]
+
+
 def budget_table(rows: list[dict], arms: list[str]) -> str:
     """Mean Dice over seeds per arm and budget, and each arm's difference to the first."""
     head = "| budget min | " + " | ".join(arms) + f" | difference to {arms[0]} |"
     lines = [head, "|---" * (len(arms) + 2) + "|"]
     for b in sorted({r["budget_min"] for r in rows}):
-        means = []
-        for a in arms:
-            vals = [r["mean_dice"] for r in rows if r["arm"] == a and r["budget_min"] == b]
-            means.append(statistics.mean(vals) if vals else None)
+        means = [statistics.mean(v) if (v := dice_of(rows, a, b)) else None for a in arms]
         cells = [f"{m:.4f}" if m is not None else "-" for m in means]
         diffs = [f"{m - means[0]:+.4f}" if m is not None and means[0] else "-" for m in means[1:]]
         lines.append(f"| {b:g} | " + " | ".join(cells) + " | " + " / ".join(diffs) + " |")
@@ -104,18 +110,13 @@ def plot_budgets(rows: list[dict], arms: list[str], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm in arms:
         budgets = sorted({r["budget_min"] for r in rows if r["arm"] == arm})
-        vals = [[r["mean_dice"] for r in rows if r["arm"] == arm and r["budget_min"] == b]
-                for b in budgets]  # fmt: skip
+        vals = [dice_of(rows, arm, b) for b in budgets]
         means = [statistics.mean(v) for v in vals]
         lows = [m - min(v) for m, v in zip(means, vals, strict=True)]
         highs = [max(v) - m for m, v in zip(means, vals, strict=True)]
         ax.errorbar(budgets, means, yerr=[lows, highs], marker="o", capsize=3, label=arm)
-    ax.set_xlabel("training budget (min), one run per point")
-    ax.set_ylabel("validation mean Dice (mean, range over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, ax, path, "training budget (min), one run per point",
+                "validation mean Dice (mean, range over seeds)")  # fmt: skip
     return True
 
 
@@ -188,6 +189,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def plot(rows: list[dict], arms: list[str], path: Path) -> bool:
     plt = _pyplot()
     if plt is None:
@@ -197,12 +207,7 @@ def plot(rows: list[dict], arms: list[str], path: Path) -> bool:
         mine = [r for r in rows if r["arm"] == arm]
         ax.plot([r["elapsed_s"] / 60 for r in mine], [r["mean_dice"] for r in mine],
                 marker="o", label=arm)  # fmt: skip
-    ax.set_xlabel("training time (min)")
-    ax.set_ylabel("validation mean Dice")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, ax, path, "training time (min)", "validation mean Dice")
     return True
 
 
