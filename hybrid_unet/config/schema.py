@@ -111,7 +111,8 @@ class TrainerConfig:
     val_sw_batch_size: int = 4
     """Windows per forward pass during validation."""
     val_mirror: bool = False
-    """Average each validation prediction over the 8 flips of the case (8x the cost)."""
+    """Average each validation prediction over the flips along the axes training flips
+    (``data.augmentation.flip_axes``: 8 flips, 8x the cost, for all three)."""
     val_metrics: list[str] = field(default_factory=lambda: ["dice", "iou", "precision", "recall"])
     """Per-class metrics of every validation (a metrics.csv column per class); ``mean_dice``
     selects the best checkpoint, so ``dice`` must be among them."""

@@ -264,15 +264,14 @@ def cross_field_problems(cfg: dict) -> list[str]:
         if "dice" not in cfg["trainer"][key]:
             problems.append(f"config key 'trainer.{key}': must include 'dice' (it picks best.pt)")
     if cfg["trainer"].get("val_mirror") and not problems:
-        from hybrid_unet.data.transforms import untrained_mirror_axes
+        from hybrid_unet.data.transforms import trained_flip_axes
 
-        unseen = untrained_mirror_axes((0, 1, 2), cfg["data"].get("augmentation"))
-        if unseen:
+        if trained_flip_axes(cfg["data"].get("augmentation")) == ():
             problems.append(
-                f"config key 'trainer.val_mirror': validation would mirror along axes {unseen}, "
-                "which training never flips (data.augmentation p_flip / flip_axes): a network "
-                "that never saw a flip scores mirrored windows as different anatomy. Set "
-                "trainer.val_mirror=false or train with flips"
+                "config key 'trainer.val_mirror': validation mirrors along the axes training "
+                "flips (data.augmentation p_flip / flip_axes), and this run flips none: a "
+                "network that never saw a flip scores mirrored windows as different anatomy. "
+                "Set trainer.val_mirror=false or train with flips"
             )
     if str(cfg["trainer"]["precision"]).endswith("fp16") and not _cuda_possible(cfg):
         problems.append(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hybrid_unet.data.transforms import trained_flip_axes
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import (
     CheckpointWriteError,
@@ -92,6 +93,9 @@ class Trainer:
         if self.dist.is_main and self.ckpt_dir.is_dir():  # a save cut short by a kill
             remove_stale_temp_files(self.ckpt_dir)
         self.early_stopping = self.t["early_stopping"]
+        # Mirrored validation flips the axes training flips (all three for a custom transform).
+        flipped = trained_flip_axes(cfg["data"].get("augmentation")) if self.t["val_mirror"] else ()
+        self.val_mirror_axes = (0, 1, 2) if flipped is None else flipped
         frozen = self.t["freeze_encoder_epochs"]
         self.encoder = build.encoder_parameters(self.model) if frozen else []
         self.state = TrainState(best_metric=self.ckpts.worst())
@@ -274,7 +278,7 @@ class Trainer:
             self.t["precision"] if self.t["precision"] != "fp16" else "fp32",
             self.t["val_overlap"], self.t["val_sw_batch_size"], tuple(names),
             self.t["val_tolerance_mm"], lambda cases: gather_lists(cases, self.dist),
-            self.t["val_mirror"],
+            self.val_mirror_axes,
         )  # fmt: skip
 
     def panels(self, cases: list) -> dict[str, np.ndarray]:

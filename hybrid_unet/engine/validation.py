@@ -24,15 +24,16 @@ def predict_case(
     precision: str = "fp32",
     overlap: float = 0.5,
     sw_batch_size: int = 4,
-    mirror: bool = False,
+    mirror_axes: tuple[int, ...] = (),
 ) -> np.ndarray:
     """Softmax probabilities ``(K, D, H, W)`` float32 of one image ``(C, D, H, W)``.
 
     The windows are placed and weighted exactly as ``python -m hybrid_unet.predict`` places
-    them (:class:`SlidingWindow`), so validation scores what prediction will produce. ``mirror``
-    averages the logits of the 8 flips of every window (nnU-Net's mirroring; 8x the cost).
+    them (:class:`SlidingWindow`), so validation scores what prediction will produce.
+    ``mirror_axes`` averages the logits of every flip of each window along those spatial axes
+    (nnU-Net's mirroring; ``2 ** len(mirror_axes)`` times the cost).
     """
-    window = SlidingWindow(list(patch_size), overlap, sw_batch_size, [0, 1, 2] if mirror else [])
+    window = SlidingWindow(list(patch_size), overlap, sw_batch_size, list(mirror_axes))
     image = np.asarray(image, dtype=np.float32)  # may be a memory map
     logits = window(image, torch_forward(model, device, precision), num_classes, patch_size)
     return softmax(logits, inplace=True)
@@ -50,7 +51,7 @@ def validate(
     metrics: tuple[str, ...] = ("dice",),
     tolerance_mm: float = 1.0,
     gather=None,
-    mirror: bool = False,
+    mirror_axes: tuple[int, ...] = (),
 ) -> tuple[dict[str, float], list[dict]]:
     """Per-class metrics over whole ``cases``, with the cases' own voxel spacing.
 
@@ -59,16 +60,16 @@ def validate(
         ``{"case": name, "dice_1": ...}``. The summary holds per class and metric the mean over
         cases, and ``mean_<metric>`` over foreground classes; values undefined for a case
         (a class empty in reference and prediction) do not count (see
-        :mod:`hybrid_unet.metrics`). ``mirror`` averages over the 8 flips of each window
-        (:func:`predict_case`, 8x the cost). With ``gather`` (data parallel: each rank holds a share
-        of the cases) the per-case metrics of every rank are pooled first.
+        :mod:`hybrid_unet.metrics`). ``mirror_axes`` averages over the flips of each window
+        along those axes (:func:`predict_case`). With ``gather`` (data parallel: each rank
+        holds a share of the cases) the per-case metrics of every rank are pooled first.
     """
     was_training = model.training
     model.eval()
     rows = []
     for case in cases:
         probs = predict_case(model, case.image, num_classes, patch_size, device, precision,
-                             overlap, sw_batch_size, mirror)  # fmt: skip
+                             overlap, sw_batch_size, mirror_axes)  # fmt: skip
         values = case_metrics(
             probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
         )

@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,6 +65,31 @@ def test_final_validation_has_every_metric_per_class(tmp_path):
         cases = list(csv.DictReader(f))
     assert len(cases) == 1 and cases[0]["case"]  # data.max_val_cases=1
     assert float(cases[0]["dice_1"]) == pytest.approx(float(row["dice_1"]))
+
+
+def test_mirrored_validation_flips_only_the_axes_training_flips(tmp_path):
+    """Flips along H and W only (a D flip would swap hippocampus head and body): validation
+    averages those 4 flips, and its Dice is that of a prediction mirrored the same way."""
+    from hybrid_unet.engine.validation import predict_case
+    from hybrid_unet.metrics import case_metrics
+
+    aug = ("+data.augmentation={_target_: hybrid_unet.data.transforms.build_train_transform, "
+           "p_flip: 0.5, flip_axes: [1, 2]}")  # fmt: skip
+    _, trainer = train_in_process([*ONE_EPOCH, "trainer.val_mirror=true", aug], tmp_path)
+    assert trainer.val_mirror_axes == (1, 2)
+    case = trainer.data.source.load(trainer.data.val_names[0])
+    model, precision = trainer.model.eval(), trainer.t["precision"]
+    probs = {
+        axes: predict_case(model, case.image, 4, (32, 32, 32), torch.device("cpu"), precision,
+                           mirror_axes=axes)
+        for axes in [(1, 2), (0, 1, 2)]
+    }  # fmt: skip
+    dice = {axes: case_metrics(p.argmax(0), case.label, 4, case.spacing, ("dice",))["dice_1"]
+            for axes, p in probs.items()}  # fmt: skip
+    with open(tmp_path / "validation_cases.csv") as f:
+        logged = float(next(csv.DictReader(f))["dice_1"])
+    assert logged == pytest.approx(dice[(1, 2)], abs=1e-6)
+    assert np.abs(probs[(1, 2)] - probs[(0, 1, 2)]).max() > 1e-4  # the axes make a difference
 
 
 def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):

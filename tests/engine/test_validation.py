@@ -14,7 +14,9 @@ def test_mirrored_prediction_averages_the_logits_of_the_eight_flips():
     torch.manual_seed(0)
     net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()  # not flip-symmetric: its kernel is random
     image = np.random.default_rng(0).normal(size=(1, 8, 12, 10)).astype(np.float32)
-    got = predict_case(net, image, 3, (8, 12, 10), torch.device("cpu"), overlap=0.0, mirror=True)
+    got = predict_case(
+        net, image, 3, (8, 12, 10), torch.device("cpu"), overlap=0.0, mirror_axes=(0, 1, 2)
+    )
 
     x = torch.from_numpy(image)[None]
     logits = torch.zeros(1, 3, 8, 12, 10)
