@@ -119,13 +119,14 @@ def run_prediction(cfg: dict[str, Any]) -> dict:
     names = class_names(predictor, cfg["class_names"])
     settings = {
         "checkpoints": [str(p) for p in predictor.checkpoints],
-        "sliding_window": window.settings(),
+        "sliding_window": predictor.sliding_window.settings(),
         "largest_component": predictor.largest_component,
         "precision": cfg["precision"],
         "mc_dropout_samples": cfg["mc_dropout_samples"],
         "class_names": {str(c): n for c, n in names.items()},
     }
     print(f"Predicting {len(cases)} case(s) with {len(predictor.models)} network(s); "
+          f"mirrored along axes {predictor.sliding_window.mirror_axes or 'none'}; "
           f"largest component kept for classes {predictor.largest_component or 'none'}.")  # fmt: skip
 
     def segmenter(image, geometry):

@@ -112,7 +112,8 @@ class TrainerConfig:
     """Windows per forward pass during validation."""
     val_mirror: bool = False
     """Average each validation prediction over the flips along the axes training flips
-    (``data.augmentation.flip_axes``: 8 flips, 8x the cost, for all three)."""
+    (``data.augmentation.flip_axes``: 8 flips, 8x the cost, for all three). ``predict``
+    mirrors the run the same way by default (``sliding_window.mirror_axes=auto``)."""
     val_metrics: list[str] = field(default_factory=lambda: ["dice", "iou", "precision", "recall"])
     """Per-class metrics of every validation (a metrics.csv column per class); ``mean_dice``
     selects the best checkpoint, so ``dice`` must be among them."""

@@ -250,6 +250,17 @@ def trained_flip_axes(augmentation: Mapping[str, Any] | None) -> tuple[int, ...]
     return tuple(sorted(int(a) for a in axes)) if p_flip > 0 else ()
 
 
+def validated_mirror_axes(config: Mapping[str, Any]) -> tuple[int, ...]:
+    """Axes a run's validation mirrored, from its composed config: none without
+    ``trainer.val_mirror``, else the axes training flipped (all three for a custom transform,
+    whose flips are unknowable). ``predict``'s ``mirror_axes=auto`` predicts the same way.
+    """
+    if not config.get("trainer", {}).get("val_mirror", False):
+        return ()
+    flipped = trained_flip_axes(config.get("data", {}).get("augmentation"))
+    return (0, 1, 2) if flipped is None else flipped
+
+
 def untrained_mirror_axes(
     mirror_axes: Sequence[int], augmentation: Mapping[str, Any] | None
 ) -> list[int]:

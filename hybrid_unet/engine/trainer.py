@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybrid_unet.data.transforms import trained_flip_axes
+from hybrid_unet.data.transforms import validated_mirror_axes
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import (
     CheckpointWriteError,
@@ -93,9 +93,7 @@ class Trainer:
         if self.dist.is_main and self.ckpt_dir.is_dir():  # a save cut short by a kill
             remove_stale_temp_files(self.ckpt_dir)
         self.early_stopping = self.t["early_stopping"]
-        # Mirrored validation flips the axes training flips (all three for a custom transform).
-        flipped = trained_flip_axes(cfg["data"].get("augmentation")) if self.t["val_mirror"] else ()
-        self.val_mirror_axes = (0, 1, 2) if flipped is None else flipped
+        self.val_mirror_axes = validated_mirror_axes(cfg)  # the axes training flips, if any
         frozen = self.t["freeze_encoder_epochs"]
         self.encoder = build.encoder_parameters(self.model) if frozen else []
         self.state = TrainState(best_metric=self.ckpts.worst())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from hybrid_unet.data.io import read_image
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.planning import Plan
-from hybrid_unet.data.transforms import untrained_mirror_axes
+from hybrid_unet.data.transforms import untrained_mirror_axes, validated_mirror_axes
 from hybrid_unet.engine.build import instantiate_model, resolve_device
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.inference.outputs import atomic_write_nifti
@@ -41,7 +42,9 @@ class Predictor:
             plan (preprocessing) and the number of classes.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         precision: ``fp32`` or ``bf16`` autocast for the forward passes.
-        sliding_window: Window placement, batching and mirroring (default: 50% overlap).
+        sliding_window: Window placement, batching and mirroring (default: 50% overlap,
+            ``mirror_axes="auto"``). ``"auto"`` becomes the axes every run's validation
+            mirrored (``trainer.val_mirror``; none without it), so prediction matches validation.
         mc_dropout_samples: With N > 0, each network predicts N times with dropout active
             (Monte-Carlo dropout) and the samples join the ensemble average.
         largest_component: Classes kept to their largest component, or ``"auto"``: the
@@ -80,7 +83,10 @@ class Predictor:
             # The weight average (trainer.ema_decay) is what validation scored, when there is one.
             model.load_state_dict(ckpt.get("ema") or ckpt["model"])
             self.models.append(model.to(self.device).eval())
-        self.sliding_window = sliding_window or SlidingWindow()
+        self.sliding_window = sliding_window or SlidingWindow(mirror_axes="auto")
+        if self.sliding_window.mirror_axes == "auto":
+            common = set.intersection(*(set(validated_mirror_axes(c["config"])) for c in loaded))
+            self.sliding_window = replace(self.sliding_window, mirror_axes=sorted(common))
         for path, ckpt in zip(paths, loaded, strict=True):
             unseen = untrained_mirror_axes(
                 self.sliding_window.mirror_axes, ckpt["config"]["data"].get("augmentation")

@@ -65,7 +65,9 @@ class SlidingWindow:
         overlap: Fraction of a window shared with its neighbour along each axis, in [0, 1).
         batch_size: Windows per forward pass (their mirrored copies go in the same pass).
         mirror_axes: Spatial axes (0 = D, 1 = H, 2 = W) to flip for test-time augmentation;
-            every combination is predicted (``[0, 1, 2]``: 8 passes per window).
+            every combination is predicted (``[0, 1, 2]``: 8 passes per window). ``"auto"``
+            stands for the axes the run's validation mirrored; a
+            :class:`~hybrid_unet.inference.predictor.Predictor` resolves it from the checkpoint.
         sigma_scale: Gaussian sigma as a fraction of the window size; 0 averages uniformly.
         half_buffer_above_mb: Accumulate logits in float16 when the float32 buffer
             ``(K, D, H, W)`` would exceed this many MB (large volumes).
@@ -74,30 +76,36 @@ class SlidingWindow:
     patch_size: list[int] | None = None
     overlap: float = 0.5
     batch_size: int = 4
-    mirror_axes: list[int] = field(default_factory=list)
+    mirror_axes: list[int] | str = field(default_factory=list)
     sigma_scale: float = 0.125
     half_buffer_above_mb: float = 1024.0
 
     def __post_init__(self) -> None:
+        axes = self.mirror_axes
+        if axes != "auto" and (
+            any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes)
+        ):
+            raise ValueError(
+                f"mirror_axes must be 'auto' or distinct axes out of 0, 1, 2: {axes!r}"
+            )
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if any(a not in (0, 1, 2) for a in self.mirror_axes) or len(set(self.mirror_axes)) != len(
-            self.mirror_axes
-        ):
-            raise ValueError(
-                f"mirror_axes must be distinct axes out of 0, 1, 2: {self.mirror_axes}"
-            )
         if self.sigma_scale < 0:
             raise ValueError(f"sigma_scale must be >= 0, got {self.sigma_scale}")
         if self.patch_size is not None:
             self.patch_size = [int(p) for p in self.patch_size]
-        self.mirror_axes = [int(a) for a in self.mirror_axes]
+        if axes != "auto":
+            self.mirror_axes = [int(a) for a in axes]
 
     @property
     def flips(self) -> list[tuple[int, ...]]:
         """Every combination of ``mirror_axes`` (the identity first), as spatial axes."""
+        if self.mirror_axes == "auto":
+            raise ValueError("mirror_axes='auto' must be resolved from a run first (Predictor)")
+        if self.mirror_axes == "auto":
+            raise ValueError("mirror_axes='auto' is resolved from a run by the Predictor first")
         axes = sorted(self.mirror_axes)
         return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
@@ -107,7 +115,7 @@ class SlidingWindow:
             "patch_size": self.patch_size,
             "overlap": self.overlap,
             "batch_size": self.batch_size,
-            "mirror_axes": list(self.mirror_axes),
+            "mirror_axes": self.mirror_axes if self.mirror_axes == "auto" else [*self.mirror_axes],
             "sigma_scale": self.sigma_scale,
             "half_buffer_above_mb": self.half_buffer_above_mb,
         }

@@ -109,3 +109,16 @@ def test_trained_flip_axes_from_the_augmentation_config():
     assert trained_flip_axes({"_target_": "my.own.transform"}) is None
     assert untrained_mirror_axes([0, 1, 2], {**target, "flip_axes": [2]}) == [0, 1]
     assert untrained_mirror_axes([0, 1, 2], {"_target_": "my.own.transform"}) == []
+
+
+def test_validated_mirror_axes_follow_val_mirror_and_the_trained_flips():
+    from hybrid_unet.data.transforms import validated_mirror_axes
+
+    def run(trainer, augmentation):
+        return {"trainer": trainer, "data": {"augmentation": augmentation}}
+
+    flips = {"_target_": "hybrid_unet.data.transforms.build_train_transform", "flip_axes": [2, 1]}
+    assert validated_mirror_axes(run({"val_mirror": True}, flips)) == (1, 2)
+    assert validated_mirror_axes(run({"val_mirror": False}, flips)) == ()
+    assert validated_mirror_axes(run({}, flips)) == ()  # a run from before val_mirror
+    assert validated_mirror_axes(run({"val_mirror": True}, {"_target_": "my.own"})) == (0, 1, 2)

@@ -71,6 +71,7 @@ def test_mirrored_validation_flips_only_the_axes_training_flips(tmp_path):
     """Flips along H and W only (a D flip would swap hippocampus head and body): validation
     averages those 4 flips, and its Dice is that of a prediction mirrored the same way."""
     from hybrid_unet.engine.validation import predict_case
+    from hybrid_unet.inference.predictor import Predictor
     from hybrid_unet.metrics import case_metrics
 
     aug = ("+data.augmentation={_target_: hybrid_unet.data.transforms.build_train_transform, "
@@ -89,6 +90,10 @@ def test_mirrored_validation_flips_only_the_axes_training_flips(tmp_path):
         logged = float(next(csv.DictReader(f))["dice_1"])
     assert logged == pytest.approx(dice, abs=1e-6)
     assert np.abs(probs[(1, 2)] - probs[(0, 1, 2)]).max() > 1e-4  # the axes make a difference
+    # predict's default (mirror_axes=auto) predicts the run as its validation did.
+    predictor = Predictor(tmp_path, "cpu", precision)
+    assert predictor.sliding_window.mirror_axes == [1, 2]
+    np.testing.assert_allclose(predictor.probabilities(case.image), probs[(1, 2)], atol=1e-5)
 
 
 def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):

@@ -93,11 +93,20 @@ def test_softmax_sums_to_one():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"overlap": 1.0}, {"batch_size": 0}, {"mirror_axes": [3]}, {"sigma_scale": -1}]
-)
+    "kwargs",
+    [{"overlap": 1.0}, {"batch_size": 0}, {"mirror_axes": [3]}, {"mirror_axes": [1, 1]},
+     {"mirror_axes": "all"}, {"sigma_scale": -1}],
+)  # fmt: skip
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         SlidingWindow(**kwargs)
+
+
+def test_auto_mirroring_must_be_resolved_before_use():
+    """``mirror_axes="auto"`` names a run's validated axes; only a Predictor knows them."""
+    window = SlidingWindow(mirror_axes="auto")
+    with pytest.raises(ValueError, match="resolved"):
+        window(np.zeros((1, 8, 8, 8), np.float32), lambda x: x, 1, (8, 8, 8))
 
 
 @pytest.mark.parametrize(
