@@ -1,6 +1,6 @@
 """Export a trained run for deployment: ONNX (with its plan) and TorchScript.
 
-    python -m hybrid_unet.export RUN_DIR_OR_CHECKPOINT OUT_DIR [--mirror] [--overlap 0.5]
+    python -m hybrid_unet.export RUN_DIR_OR_CHECKPOINT OUT_DIR [--mirror-axes auto] [--overlap 0.5]
 
 Writes ``OUT_DIR/model.onnx`` (dynamic batch and spatial axes) and ``OUT_DIR/model.ts``. Both
 carry, as a JSON entry ``hybrid_unet`` (ONNX metadata / TorchScript extra file), what
@@ -103,13 +103,29 @@ def onnx_max_abs_diff(predictor: Predictor, onnx_path: str | Path, shape: tuple[
     return float(np.abs(got - expected).max())
 
 
+def _mirror_axes(text: str) -> str | list[int]:
+    """``auto``, ``none`` or comma-separated axes (``1,2``) from the command line."""
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else []
+    try:
+        return [int(a) for a in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"auto, none or axes such as 1,2; got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybrid_unet.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("checkpoint", type=Path, help="run dir (its best.pt) or a checkpoint")
     parser.add_argument("output", type=Path, help="output folder")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    parser.add_argument("--mirror", action="store_true", help="mirroring TTA in the runner")
+    mirror = parser.add_mutually_exclusive_group()
+    mirror.add_argument("--mirror-axes", type=_mirror_axes, default="auto",
+                        help="mirroring TTA in the runner: auto (as the run validated: its "
+                             "trained flip axes with trainer.val_mirror, else none), none, "
+                             "or axes such as 1,2")  # fmt: skip
+    mirror.add_argument("--mirror", dest="mirror_axes", action="store_const", const=[0, 1, 2],
+                        help="mirror along all three axes (--mirror-axes 0,1,2)")  # fmt: skip
     parser.add_argument("--class-names", help="names of classes 1..K-1, comma separated")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--tolerance", type=float, default=1e-4, help="ONNX parity tolerance")
@@ -118,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybrid_unet.predict import class_names
 
     try:
-        window = SlidingWindow(overlap=args.overlap, mirror_axes=[0, 1, 2] if args.mirror else [])
+        window = SlidingWindow(overlap=args.overlap, mirror_axes=args.mirror_axes)
         predictor = Predictor(args.checkpoint, "cpu", sliding_window=window)
         names = class_names(predictor, args.class_names.split(",") if args.class_names else None)
     except (FileNotFoundError, ValueError) as exc:

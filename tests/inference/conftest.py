@@ -51,3 +51,19 @@ def tiny_run_b(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny_run_b")
     make_run(run_dir, seed=1)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def mirrored_run(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run as if it had trained with flips along H and W and validated over them."""
+    from hybrid_unet.engine.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
+    payload["config"]["trainer"]["val_mirror"] = True
+    payload["config"]["data"]["augmentation"] = {
+        "_target_": "hybrid_unet.data.transforms.build_train_transform",
+        "flip_axes": [1, 2],
+    }
+    run_dir = tmp_path_factory.mktemp("mirrored_run")
+    atomic_save(payload, run_dir / "checkpoints" / "best.pt")
+    return run_dir

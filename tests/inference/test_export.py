@@ -92,3 +92,13 @@ def test_mirroring_axes_the_run_never_flipped_warns(tiny_run):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Predictor(tiny_run, "cpu", sliding_window=SlidingWindow(mirror_axes=[]))
+
+
+def test_export_mirrors_the_runner_as_the_run_validated(mirrored_run, tmp_path):
+    from hybrid_unet.export import main
+    from hybrid_unet.inference.onnx_runner import OnnxPredictor
+
+    assert main([str(mirrored_run), str(tmp_path / "auto")]) == 0
+    assert OnnxPredictor(tmp_path / "auto" / "model.onnx").sliding_window.mirror_axes == [1, 2]
+    assert main([str(mirrored_run), str(tmp_path / "none"), "--mirror-axes", "none"]) == 0
+    assert OnnxPredictor(tmp_path / "none" / "model.onnx").sliding_window.mirror_axes == []

@@ -187,26 +187,16 @@ def test_dataset_json_val_split_predicts_the_runs_validation_fold(tiny_run, tmp_
 
 
 def test_auto_mirroring_follows_each_runs_validation_and_an_ensemble_shares_axes(
-    tiny_run, tmp_path
+    tiny_run, mirrored_run
 ):
     """``mirror_axes="auto"`` (predict's default) mirrors as the run validated: none for the tiny
     run (no val_mirror), H and W for a run that flipped them and validated mirrored, and only
     the axes every member validated with for an ensemble."""
-    from hybrid_unet.engine.checkpoint import atomic_save, load_checkpoint
     from hybrid_unet.inference.predictor import Predictor
     from hybrid_unet.inference.sliding_window import SlidingWindow
 
-    payload = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
-    payload["config"]["trainer"]["val_mirror"] = True
-    payload["config"]["data"]["augmentation"] = {
-        "_target_": "hybrid_unet.data.transforms.build_train_transform",
-        "flip_axes": [1, 2],
-    }
-    mirrored = tmp_path / "mirrored"
-    atomic_save(payload, mirrored / "checkpoints" / "best.pt")
-
     assert Predictor(tiny_run, "cpu").sliding_window.mirror_axes == []
-    assert Predictor(mirrored, "cpu").sliding_window.mirror_axes == [1, 2]
-    assert Predictor([mirrored, tiny_run], "cpu").sliding_window.mirror_axes == []
-    explicit = Predictor(mirrored, "cpu", sliding_window=SlidingWindow(mirror_axes=[2]))
+    assert Predictor(mirrored_run, "cpu").sliding_window.mirror_axes == [1, 2]
+    assert Predictor([mirrored_run, tiny_run], "cpu").sliding_window.mirror_axes == []
+    explicit = Predictor(mirrored_run, "cpu", sliding_window=SlidingWindow(mirror_axes=[2]))
     assert explicit.sliding_window.mirror_axes == [2]
