@@ -104,8 +104,6 @@ class SlidingWindow:
         """Every combination of ``mirror_axes`` (the identity first), as spatial axes."""
         if self.mirror_axes == "auto":
             raise ValueError("mirror_axes='auto' must be resolved from a run first (Predictor)")
-        if self.mirror_axes == "auto":
-            raise ValueError("mirror_axes='auto' is resolved from a run by the Predictor first")
         axes = sorted(self.mirror_axes)
         return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
