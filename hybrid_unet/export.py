@@ -105,8 +105,10 @@ def onnx_max_abs_diff(predictor: Predictor, onnx_path: str | Path, shape: tuple[
 
 def _mirror_axes(text: str) -> str | list[int]:
     """``auto``, ``none`` or comma-separated axes (``1,2``) from the command line."""
-    if text in ("auto", "none"):
-        return "auto" if text == "auto" else []
+    if text == "auto":
+        return "auto"
+    if text == "none":
+        return []
     try:
         return [int(a) for a in text.split(",")]
     except ValueError:

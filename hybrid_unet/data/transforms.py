@@ -255,9 +255,9 @@ def validated_mirror_axes(config: Mapping[str, Any]) -> tuple[int, ...]:
     ``trainer.val_mirror``, else the axes training flipped (all three for a custom transform,
     whose flips are unknowable). ``predict``'s ``mirror_axes=auto`` predicts the same way.
     """
-    if not config.get("trainer", {}).get("val_mirror", False):
+    if not config["trainer"].get("val_mirror", False):  # absent in runs from before it existed
         return ()
-    flipped = trained_flip_axes(config.get("data", {}).get("augmentation"))
+    flipped = trained_flip_axes(config["data"].get("augmentation"))
     return (0, 1, 2) if flipped is None else flipped
 
 
