@@ -51,7 +51,8 @@ def load_or_create_splits(
             return splits
     splits = kfold_splits(names, num_folds, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
+    # A temporary name per process: every torchrun rank writes the same splits at once.
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(splits, indent=1))
     os.replace(tmp, path)
     return splits
