@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_unet.engine.checkpoint import atomic_write_text
+from hybrid_unet.atomic import atomic_write_text
 from hybrid_unet.engine.validation import write_case_table
 from hybrid_unet.metrics import aggregate
 

@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="decide and store largest-component post-processing for a run")  # fmt: skip
     args = parser.parse_args(argv)
 
+    from hybrid_unet.atomic import atomic_write_text
     from hybrid_unet.data.io import read_label
-    from hybrid_unet.inference.outputs import atomic_write_text, csv_text
+    from hybrid_unet.inference.outputs import csv_text
     from hybrid_unet.inference.postprocessing import POSTPROCESSING_FILE, decide_largest_component
     from hybrid_unet.metrics import case_metrics
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hybrid_unet.atomic import atomic_path
 from hybrid_unet.inference.onnx_runner import METADATA_KEY
 from hybrid_unet.inference.predictor import Predictor
 from hybrid_unet.inference.sliding_window import SlidingWindow
@@ -52,8 +52,7 @@ def export_onnx(predictor: Predictor, path: str | Path, metadata: dict, opset: i
     model = predictor.models[0].cpu().eval()
     example = torch.zeros(1, predictor.in_channels, *predictor.patch_size)
     axes = {0: "batch", 2: "depth", 3: "height", 4: "width"}
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         # The TorchScript-based exporter: dynamic_axes works and it needs no onnxscript.
         torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["image"], output_names=["logits"],
@@ -62,9 +61,6 @@ def export_onnx(predictor: Predictor, path: str | Path, metadata: dict, opset: i
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -75,12 +71,8 @@ def export_torchscript(predictor: Predictor, path: str | Path, metadata: dict) -
     example = torch.zeros(1, predictor.in_channels, *predictor.patch_size)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp), _extra_files={METADATA_KEY: json.dumps(metadata)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

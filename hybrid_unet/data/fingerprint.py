@@ -8,13 +8,13 @@ numbers do not depend on the number of workers.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hybrid_unet.atomic import atomic_write_text
 from hybrid_unet.data.layouts import CaseRecord
 from hybrid_unet.data.preprocessing import crop_to_nonzero, read_case
 
@@ -55,11 +55,7 @@ class Fingerprint:
 
     def to_json(self, path: str | Path) -> None:
         """Write atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def from_json(cls, path: str | Path) -> Fingerprint:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from hybrid_unet.atomic import atomic_path, atomic_write_text
 from hybrid_unet.data.case import Case
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io import read_image, read_label
@@ -168,18 +169,10 @@ def revert_image(
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array))
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def prepare_case(
@@ -217,7 +210,7 @@ def preprocess_case(record: CaseRecord, plan: Plan, out_dir: Path) -> str:
     _atomic_save(out_dir / f"{record.name}_image.npy", image)
     if label is not None:
         _atomic_save(out_dir / f"{record.name}_label.npy", label)
-    _atomic_text(out_dir / f"{record.name}.json", json.dumps(props))
+    atomic_write_text(out_dir / f"{record.name}.json", json.dumps(props))
     return record.name
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from hybrid_unet.atomic import atomic_write_text
 
 
 def kfold_splits(
@@ -50,9 +51,6 @@ def load_or_create_splits(
         if known == set(names) and len(splits) == num_folds:
             return splits
     splits = kfold_splits(names, num_folds, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temporary name per process: every torchrun rank writes the same splits at once.
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(splits, indent=1))
-    os.replace(tmp, path)
+    # Every torchrun rank writes the same splits at once: each through its own temporary.
+    atomic_write_text(path, json.dumps(splits, indent=1))
     return splits

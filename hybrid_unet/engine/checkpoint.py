@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from hybrid_unet import __version__
+from hybrid_unet.atomic import atomic_path, fsync_folder
 from hybrid_unet.data.errors import DataError
 
 
@@ -37,18 +38,15 @@ def atomic_save(obj: Any, path: str | Path, keep_previous_as: str | None = None)
         CheckpointWriteError: the write failed (``OSError``: full disk, quota, permissions).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     out = None
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             out = _RecordingWriter(f)
             torch.save(obj, out)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous_as is not None and path.exists():
-            os.replace(path, path.with_name(keep_previous_as))
-        os.replace(tmp, path)
+            if keep_previous_as is not None and path.exists():
+                os.replace(path, path.with_name(keep_previous_as))
     except (OSError, RuntimeError) as exc:
         # torch.save turns its writer's OSError into a RuntimeError ("unexpected pos ...").
         cause = exc if isinstance(exc, OSError) else getattr(out, "error", None)
@@ -59,14 +57,7 @@ def atomic_save(obj: Any, path: str | Path, keep_previous_as: str | None = None)
             f"cannot write checkpoint ({cause.strerror or cause}); the checkpoints "
             "written before are intact",
         ) from cause
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
     return path
 
 
@@ -85,36 +76,6 @@ class _RecordingWriter:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Delete temporary files left by a writer that was killed (its process is gone)."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a small text file so readers see the old or the new content, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

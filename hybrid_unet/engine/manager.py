@@ -120,7 +120,8 @@ class CheckpointManager:
     def candidates(self) -> list[Path]:
         """Checkpoints to resume from, most recent first."""
         named = [self.dir / "last.pt", self.dir / "last-prev.pt"]
-        others = [p for p in self.dir.glob("*.pt") if p not in named]
+        # Not the temporaries of a writer (``.tmp-<pid>-last.pt``): hidden names are skipped.
+        others = [p for p in self.dir.glob("*.pt") if p not in named and not p.name.startswith(".")]
         others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return [p for p in named if p.exists()] + others
 

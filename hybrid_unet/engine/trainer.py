@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hybrid_unet.atomic import atomic_write_text, remove_stale_temporaries
 from hybrid_unet.data.transforms import validated_mirror_axes
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import (
     CheckpointWriteError,
-    atomic_write_text,
     checkpoint_metadata,
-    remove_stale_temp_files,
     rng_state,
     set_rng_state,
     unwrap_model,
@@ -91,7 +90,7 @@ class Trainer:
         self.ema = ModelEMA(self.model, self.t["ema_decay"]) if self.t["ema_decay"] else None
         self.ckpts = CheckpointManager(self.ckpt_dir, **self.t["checkpoint"])
         if self.dist.is_main and self.ckpt_dir.is_dir():  # a save cut short by a kill
-            remove_stale_temp_files(self.ckpt_dir)
+            remove_stale_temporaries(self.ckpt_dir)
         self.early_stopping = self.t["early_stopping"]
         self.val_mirror_axes = validated_mirror_axes(cfg)  # the axes training flips, if any
         frozen = self.t["freeze_encoder_epochs"]

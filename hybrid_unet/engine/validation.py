@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybrid_unet.engine.checkpoint import atomic_write_text
+from hybrid_unet.atomic import atomic_write_text
 from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
 from hybrid_unet.inference.torch_forward import torch_forward
 from hybrid_unet.metrics import aggregate, case_metrics

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid_unet.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.io.nifti import write_nifti
@@ -27,7 +28,6 @@ from hybrid_unet.data.preprocessing import read_case
 from hybrid_unet.inference.pipeline import Segmentation
 from hybrid_unet.inference.volumes import structure_volumes
 
-_TMP = ".tmp-"
 SUMMARY_FILE = "summary.json"
 VOLUMES_FILE = "volumes.csv"
 
@@ -35,45 +35,11 @@ VOLUMES_FILE = "volumes.csv"
 Segmenter = Callable[[np.ndarray, Geometry], Segmentation]
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f"{_TMP}{os.getpid()}-{path.name}")  # keeps .nii.gz: nibabel gzips
-
-
 def atomic_write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> Path:
     """:func:`~hybrid_unet.data.io.write_nifti` to a temporary name, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         write_nifti(tmp, array, geometry)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a text file so that readers see the old or the new content, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete ``.tmp-*`` files a killed run left in ``folder``; returns them."""
-    folder = Path(folder)
-    stale = sorted(folder.glob(f"{_TMP}*")) if folder.is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    return Path(path)
 
 
 def csv_text(rows: Sequence[Mapping[str, object]]) -> str:
@@ -93,15 +59,9 @@ def write_case(name: str, result: Segmentation, geometry: Geometry, output: Path
     written = {"label": str(atomic_write_nifti(output / f"{name}.nii.gz", result.label, geometry))}
     if result.probabilities is not None:
         path = output / "probabilities" / f"{name}.npz"
-        tmp = _temporary(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, probabilities=result.probabilities.astype(np.float16),
-                                    affine=geometry.affine, spacing=np.asarray(geometry.spacing))  # fmt: skip
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, probabilities=result.probabilities.astype(np.float16),
+                                affine=geometry.affine, spacing=np.asarray(geometry.spacing))  # fmt: skip
         written["probabilities"] = str(path)
     if result.uncertainty is not None:
         path = output / "uncertainty" / f"{name}.nii.gz"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hybrid_unet.atomic import atomic_path
 
 
 class CSVLogger:
@@ -54,12 +55,10 @@ class CSVLogger:
         columns: list[str] = []
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def _fmt(value: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hybrid_unet.atomic import PREFIX
 from hybrid_unet.data.errors import DatasetValidationError
 from hybrid_unet.data.fingerprint import compute_fingerprint
 from hybrid_unet.data.layouts import detect_layout
@@ -53,7 +54,7 @@ def test_preprocess_cache_is_atomic_and_reused(decathlon, tmp_path):
     assert abs(float(case.image.mean())) < 1e-3 and float(case.image.std()) == pytest.approx(
         1, abs=1e-3
     )
-    assert not list(out.glob("*.tmp*"))
+    assert not list(out.glob(f"{PREFIX}*"))
     # A crash after the arrays but before the marker: the case is redone, nothing else is.
     (out / "case_002.json").unlink()
     (out / "case_002_image.npy").write_bytes(b"half")

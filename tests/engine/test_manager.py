@@ -86,3 +86,15 @@ def test_resume_auto_skips_a_truncated_last_and_records_metadata(tmp_path, capsy
     assert f"skipping unreadable checkpoint {last}" in out.err
     assert "last-prev.pt at epoch 1, step 2" in out.out
     assert summary["steps"] == 6 and summary["epochs"] == 3
+
+
+def test_a_writers_temporary_is_never_a_resume_candidate(tmp_path, capsys):
+    manager = CheckpointManager(tmp_path)
+    _run(manager, [None, None])
+    torn = tmp_path / ".tmp-4242-last.pt"  # a writer killed half-way (pid 4242 or any)
+    torn.write_bytes((tmp_path / "last.pt").read_bytes()[:100])
+    assert torn not in manager.candidates()
+    (tmp_path / "last.pt").unlink()
+    (tmp_path / "last-prev.pt").unlink()
+    assert find_resumable(tmp_path) is None
+    assert "skipping" not in capsys.readouterr().err

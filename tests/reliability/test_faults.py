@@ -59,10 +59,10 @@ def _hook_forward(fire) -> None:
 
 
 def _all_checkpoints_load(run_dir: Path) -> list[int]:
-    """Every checkpoint file loads (none torn); returns the steps they hold."""
-    return [
-        load_checkpoint(p)["state"]["step"] for p in sorted((run_dir / "checkpoints").glob("*.pt"))
-    ]
+    """Every checkpoint file loads (none torn); returns the steps they hold. A torn write's
+    temporary (``.tmp-<pid>-last.pt``) is not a checkpoint: resuming deletes it."""
+    files = sorted((run_dir / "checkpoints").glob("[!.]*.pt"))
+    return [load_checkpoint(p)["state"]["step"] for p in files]
 
 
 def _kill_and_resume(tmp_path, reference_run, name, arm) -> tuple[list[int], str]:
