@@ -154,7 +154,7 @@ def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
     if not label_dir.is_dir():
         raise DataError(label_dir, "labelsTr folder not found")
     cases = []
-    for label in sorted(label_dir.glob(f"*{ending}")):
+    for label in sorted(label_dir.glob(f"[!.]*{ending}")):  # not macOS ._* files
         name = label.name[: -len(ending)]
         images = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in sorted(channels)]
         cases.append(CaseRecord(name, images, label))

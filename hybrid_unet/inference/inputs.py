@@ -42,9 +42,16 @@ def _nifti_cases(files: list[Path]) -> list[CaseRecord]:
     return [CaseRecord(name, paths, None) for name, paths in sorted(groups.items())]
 
 
+def _visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` without hidden ones: macOS ``._*`` and ``.DS_Store`` files,
+    the temporaries of an interrupted write."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def _is_dicom_folder(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() == ".dcm" for p in folder.iterdir()) or any(
-        p.is_file() and _has_dicm_preamble(p) for p in list(folder.iterdir())[:3]
+    files = [p for p in _visible(folder) if p.is_file()]
+    return any(p.suffix.lower() == ".dcm" for p in files) or any(
+        _has_dicm_preamble(p) for p in files[:3]
     )
 
 
@@ -60,8 +67,8 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
     """A DICOM series folder is one case; else its NIfTI files and series subfolders."""
     if _is_dicom_folder(folder):
         return [CaseRecord(folder.name, [folder], None)]
-    niftis = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(_NIFTI)]
-    series = [p for p in sorted(folder.iterdir()) if p.is_dir() and _is_dicom_folder(p)]
+    niftis = [p for p in _visible(folder) if p.is_file() and p.name.endswith(_NIFTI)]
+    series = [p for p in _visible(folder) if p.is_dir() and _is_dicom_folder(p)]
     cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
     if cases:
         return sorted(cases, key=lambda c: c.name)
@@ -78,7 +85,7 @@ def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
     images_ts = root / "imagesTs"
     if not images_ts.is_dir():
         raise DataError(root / "dataset.json", "no 'test' list and no imagesTs/ folder")
-    return _nifti_cases([p for p in images_ts.iterdir() if p.name.endswith(_NIFTI)])
+    return _nifti_cases([p for p in _visible(images_ts) if p.name.endswith(_NIFTI)])
 
 
 def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[CaseRecord]:

@@ -27,7 +27,8 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+    # Hidden files are not slices: macOS ._* and .DS_Store, a writer's temporaries.
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as exc:
