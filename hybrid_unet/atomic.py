@@ -48,9 +48,9 @@ def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
         fsync_folder(path.parent)
 
 
-def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Path:
+def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write a text file atomically (see :func:`atomic_path`); returns ``path``."""
-    with atomic_path(path, fsync=fsync) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 

@@ -27,7 +27,8 @@ def test_temporary_is_per_process_and_keeps_the_suffix(tmp_path):
 def test_write_replaces_and_creates_the_folder(tmp_path):
     path = tmp_path / "new" / "summary.json"
     assert atomic_write_text(path, "one") == path
-    atomic_write_text(path, "two", fsync=True)
+    with atomic_path(path, fsync=True) as tmp:
+        tmp.write_text("two")
     assert path.read_text() == "two"
     assert os.listdir(path.parent) == ["summary.json"]
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
 
 
@@ -154,7 +155,7 @@ def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
     if not label_dir.is_dir():
         raise DataError(label_dir, "labelsTr folder not found")
     cases = []
-    for label in sorted(label_dir.glob(f"[!.]*{ending}")):  # not macOS ._* files
+    for label in (p for p in visible_entries(label_dir) if p.name.endswith(ending)):
         name = label.name[: -len(ending)]
         images = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in sorted(channels)]
         cases.append(CaseRecord(name, images, label))

@@ -14,7 +14,6 @@ no half file under a trusted name; a case without its ``.json`` is simply redone
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,10 +168,8 @@ def revert_image(
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array))
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_path(path, fsync=True) as tmp:
+        np.save(tmp, np.ascontiguousarray(array))
 
 
 def prepare_case(

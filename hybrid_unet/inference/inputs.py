@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
 from hybrid_unet.data.layouts import CaseRecord, detect_layout
 
@@ -42,14 +43,8 @@ def _nifti_cases(files: list[Path]) -> list[CaseRecord]:
     return [CaseRecord(name, paths, None) for name, paths in sorted(groups.items())]
 
 
-def _visible(folder: Path) -> list[Path]:
-    """The entries of ``folder`` without hidden ones: macOS ``._*`` and ``.DS_Store`` files,
-    the temporaries of an interrupted write."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-
-
 def _is_dicom_folder(folder: Path) -> bool:
-    files = [p for p in _visible(folder) if p.is_file()]
+    files = [p for p in visible_entries(folder) if p.is_file()]
     return any(p.suffix.lower() == ".dcm" for p in files) or any(
         _has_dicm_preamble(p) for p in files[:3]
     )
@@ -67,8 +62,9 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
     """A DICOM series folder is one case; else its NIfTI files and series subfolders."""
     if _is_dicom_folder(folder):
         return [CaseRecord(folder.name, [folder], None)]
-    niftis = [p for p in _visible(folder) if p.is_file() and p.name.endswith(_NIFTI)]
-    series = [p for p in _visible(folder) if p.is_dir() and _is_dicom_folder(p)]
+    entries = visible_entries(folder)
+    niftis = [p for p in entries if p.is_file() and p.name.endswith(_NIFTI)]
+    series = [p for p in entries if p.is_dir() and _is_dicom_folder(p)]
     cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
     if cases:
         return sorted(cases, key=lambda c: c.name)
@@ -85,7 +81,7 @@ def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
     images_ts = root / "imagesTs"
     if not images_ts.is_dir():
         raise DataError(root / "dataset.json", "no 'test' list and no imagesTs/ folder")
-    return _nifti_cases([p for p in _visible(images_ts) if p.name.endswith(_NIFTI)])
+    return _nifti_cases([p for p in visible_entries(images_ts) if p.name.endswith(_NIFTI)])
 
 
 def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[CaseRecord]:

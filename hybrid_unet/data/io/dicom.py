@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 
 from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.geometry import Geometry
 
 # Slice spacings may wobble by rounding in the stored positions; more than this is a gap.
@@ -27,8 +28,7 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    # Hidden files are not slices: macOS ._* and .DS_Store, a writer's temporaries.
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for file in (p for p in visible_entries(folder) if p.is_file()):
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as exc:
