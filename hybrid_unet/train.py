@@ -121,14 +121,14 @@ def resume_argv(argv: list[str]) -> list[str]:
     new_keys = {_override_key(a) for a in argv}
     old = [a for a in recorded_args if _override_key(a) not in new_keys]
     old = [a for a in old if _override_key(a) not in ("trainer.resume", "hydra.run.dir")]
-    return [*old, *argv, f"hydra.run.dir={run_dir}"]
+    return with_overrides(argv, before=old, after=[f"hydra.run.dir={run_dir}"])
 
 
 def sweep_argv(argv: list[str]) -> list[str]:
     """A multirun gets the sweep-summary callback unless ``hydra/callbacks`` is chosen."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if multirun and not any(_override_key(a).startswith("hydra/callbacks") for a in argv):
-        return [*argv, "hydra/callbacks=sweep_summary"]
+        return with_overrides(argv, after=["hydra/callbacks=sweep_summary"])
     return argv
 
 
@@ -148,7 +148,39 @@ def torchrun_argv(argv: list[str]) -> list[str]:
     if os.environ.get("RANK", "0") != "0":  # Hydra would write .hydra/ and train.log too
         extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
                   "hydra/hydra_logging=disabled"]  # fmt: skip
-    return [*argv, *extra]
+    return with_overrides(argv, after=extra)
+
+
+# Hydra's flags that take the next argument as their value (``--info`` only when it is one of
+# its topics).
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                "-cn", "--config-dir", "-cd", "--experimental-rerun"}  # fmt: skip
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def with_overrides(argv: list[str], before: list[str] = (), after: list[str] = ()) -> list[str]:
+    """Add overrides to a command line next to the user's own, ``before`` them or ``after``.
+
+    Hydra reads the overrides as one run of positional arguments: an override appended after a
+    flag such as ``--cfg job`` would be rejected ("unrecognized arguments").
+    """
+    positions, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUE_FLAGS or (
+            arg in ("--info", "-i") and argv[i + 1 : i + 2] and argv[i + 1] in _INFO_TOPICS
+        ):
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            positions.append(i)
+        i += 1
+    if not positions:  # only flags: the overrides go first
+        return [*before, *after, *argv]
+    start = end = positions[0]
+    while end + 1 in positions:
+        end += 1
+    return [*argv[:start], *before, *argv[start : end + 1], *after, *argv[end + 1 :]]
 
 
 def _override_key(arg: str) -> str:
