@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.data.errors import DataError
@@ -17,6 +18,11 @@ def exit_on_user_error(exc: Exception) -> None:
     if message is not None:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def plain_warnings() -> None:
+    """Print warnings as one ``warning:`` line, without the source line Python adds."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 
 def user_error(exc: Exception) -> str | None:

@@ -149,4 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from hybrid_unet.cli import plain_warnings
+
+    plain_warnings()
     sys.exit(main())

@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hybrid_unet.cli import exit_on_user_error
+from hybrid_unet.cli import exit_on_user_error, plain_warnings
 from hybrid_unet.config.errors import ConfigError, did_you_mean
 from hybrid_unet.config.schema import PredictConfig, register_configs
 from hybrid_unet.config.validate import target_problems
@@ -173,6 +173,7 @@ def main() -> None:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     signal.signal(signal.SIGTERM, _interrupt)
+    plain_warnings()
     try:
         predict()
     except KeyboardInterrupt:

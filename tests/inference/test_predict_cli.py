@@ -200,3 +200,24 @@ def test_auto_mirroring_follows_each_runs_validation_and_an_ensemble_shares_axes
     assert Predictor([mirrored_run, tiny_run], "cpu").sliding_window.mirror_axes == []
     explicit = Predictor(mirrored_run, "cpu", sliding_window=SlidingWindow(mirror_axes=[2]))
     assert explicit.sliding_window.mirror_axes == [2]
+
+
+def test_help_names_the_inputs_and_only_predicts_own_keys(tmp_path):
+    result = run_predict(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "input: a NIfTI file or folder" in result.stdout
+    assert "mirror_axes: auto" in result.stdout
+    assert "Configuration groups" not in result.stdout  # training's groups do not apply here
+    assert "loss:" not in result.stdout
+
+
+def test_a_warning_is_one_line_without_source_code(mirrored_run, tmp_path):
+    scan = write_scan(tmp_path / "scan.nii.gz", seed=3)
+    out = tmp_path / "out"
+    result = run_predict([f"checkpoints={mirrored_run}", f"input={scan}", f"output={out}",
+                          "sliding_window.mirror_axes=[0,1,2]"], tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "never trained with flips" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: sliding_window.mirror_axes=")
+    assert "Predictor(" not in result.stderr and "UserWarning" not in result.stderr
+    assert (out / "scan.nii.gz").is_file()
