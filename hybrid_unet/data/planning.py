@@ -258,6 +258,6 @@ def apply_plan(plan: Plan, data_cfg: Any, model_cfg: Any) -> list[str]:
         raise ValueError(
             f"the plan has {plan.num_stages} stages (strides {plan.strides}) but model.features "
             f"has {len(features)} entries; set model.features to {plan.num_stages} values or "
-            f"pass data.plan_overrides.strides"
+            f"pass data.source.plan_overrides={{strides: [...]}} (or model.strides)"
         )
     return filled

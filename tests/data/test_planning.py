@@ -105,5 +105,5 @@ def test_apply_plan_fills_only_nulls():
     assert apply_plan(plan, data, model) == ["data.patch_size", "model.strides"]
     assert data.patch_size == [40, 56, 40] and data.batch_size == 4
     assert model.strides == plan.strides
-    with pytest.raises(ValueError, match="4 stages"):
+    with pytest.raises(ValueError, match=r"4 stages.*data\.source\.plan_overrides={strides"):
         apply_plan(plan, {"patch_size": None}, {"strides": None, "features": [8, 16]})
