@@ -77,6 +77,20 @@ def test_truncated_nifti_names_file(tmp_path):
     assert gzip.decompress(raw)  # the untruncated file was fine
 
 
+def test_a_flipped_bit_inside_a_gzipped_nifti_is_caught(tmp_path):
+    """nibabel stops reading at the end of the voxels, before the gzip trailer's CRC: a stored
+    (uncompressed) deflate block with one changed byte decodes to wrong voxels silently."""
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    raw = bytearray(gzip.compress(nib.Nifti1Image(data, np.eye(4)).to_bytes(), compresslevel=0))
+    raw[len(raw) // 2] ^= 0x40
+    path = tmp_path / "flipped.nii.gz"
+    path.write_bytes(bytes(raw))
+    silent = np.asanyarray(nib.load(str(path)).dataobj)  # what nibabel alone returns
+    assert silent.shape == data.shape and not np.array_equal(silent, data)
+    with pytest.raises(DataError, match=r"flipped\.nii\.gz.*CRC"):
+        read_image(path)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_voxels_are_refused(tmp_path, bad):
     data = np.ones((4, 4, 4), np.float32)

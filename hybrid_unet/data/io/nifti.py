@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -22,12 +23,12 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
         files (nibabel's ``(x, y, z, c)``), and its geometry.
 
     Raises:
-        DataError: The file is missing, empty, truncated or not 3D/4D.
+        DataError: The file is missing, empty, truncated, corrupt (a gzip checksum that does
+            not match) or not 3D/4D.
     """
     path = Path(path)
     try:
-        img = nib.load(str(path))
-        # np.asanyarray reads the whole (possibly gzipped) stream, so truncation shows up here.
+        img = _load(path)
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
@@ -44,6 +45,18 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
     affine = np.asarray(img.affine, dtype=np.float64) @ DHW_TO_XYZ
     geometry = Geometry(spacing_from_affine(affine), affine, str(path), img.header.copy())
     return np.ascontiguousarray(data), geometry
+
+
+def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """``nib.load``, except that a gzipped file is decompressed whole first: nibabel stops
+    reading at the end of the voxel data, before the gzip trailer, so a flipped bit inside the
+    stream would give wrong voxels silently; ``gzip.decompress`` checks the CRC and length."""
+    if not path.name.endswith(".gz"):
+        return nib.load(str(path))
+    raw = gzip.decompress(path.read_bytes())
+    # sizeof_hdr, the first 4 bytes: 348 for NIfTI-1, 540 for NIfTI-2 (either byte order).
+    nifti2 = int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540
+    return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
 
 
 def write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> None:
