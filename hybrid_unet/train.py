@@ -33,7 +33,8 @@ from hybrid_unet.engine.sweep import finished_summary
 register_configs()
 # Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-_HYDRA_ONLY = {".hydra", "train.log", "splits.json"}
+# What a run writes before its first step: a run dir holding only these did no work.
+_NO_WORK = {".hydra", "train.log", "splits.json", "plan.json"}
 _composed: list[bool] = []  # set once Hydra composed the config and our task started
 
 
@@ -92,8 +93,8 @@ def summary_lines(summary: dict) -> str:
 
 
 def _discard_if_empty(run_dir: Path) -> None:
-    """Remove a run dir that holds nothing but Hydra's own files (a run that never started)."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _HYDRA_ONLY:
+    """Remove a run dir that holds nothing but what a run writes before it starts training."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _NO_WORK:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{layout.root}: {layout.kind} layout, {len(layout.cases)} labelled cases")
     print(f"labels: {layout.labels}  modality: {layout.modality}")
     start = time.perf_counter()
-    problems = collect_problems(layout.cases, list(layout.labels) or None, args.workers)
+    problems = collect_problems(
+        layout.cases, list(layout.labels) or None, args.workers, len(layout.modality) or None
+    )
     print(f"checked {len(layout.cases)} cases in {time.perf_counter() - start:.1f}s")
     if not layout.cases:
         problems.append("no labelled cases found")

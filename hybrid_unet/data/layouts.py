@@ -61,6 +61,11 @@ class DatasetLayout:
     labels: dict[int, str] = field(default_factory=dict)
     modality: dict[int, str] = field(default_factory=dict)
 
+    @property
+    def meta_file(self) -> Path:
+        """The file that declares the labels and modalities: ``dataset.json`` or the HDF5."""
+        return self.root if self.kind == "hdf5" else Path(self.root) / "dataset.json"
+
 
 def _read_json(path: Path) -> dict:
     try:
@@ -128,11 +133,9 @@ def _decathlon(root: Path, meta: dict) -> DatasetLayout:
                 image.parent.glob(f"{_stem(image.name, ending)}_[0-9][0-9][0-9][0-9]{ending}")
             )
             images = split or images  # a missing file is reported by validation, not here
-        label = (
-            inside_root(root, entry["label"], f"training[{i}].label")
-            if entry.get("label")
-            else None
-        )
+        if not entry.get("label"):  # the Decathlon's unlabelled cases are listed under "test"
+            raise DataError(root / "dataset.json", f"training[{i}] needs a 'label' entry")
+        label = inside_root(root, entry["label"], f"training[{i}].label")
         cases.append(CaseRecord(_stem(entry["image"], ".nii.gz"), images, label))
     labels, modality = (
         _index_map(meta_file, meta, "labels"),

@@ -72,6 +72,7 @@ class DatasetSource:
         self.cache_dir = Path(cache_dir)
         records = self.layout.cases
         label_values = list(self.layout.labels) or None
+        num_channels = len(self.layout.modality) or None
         declared = len(self.layout.labels) or None
         self.num_classes = int(num_classes or declared or 0)
         if self.num_classes < 2:
@@ -80,7 +81,10 @@ class DatasetSource:
             label_values = list(range(self.num_classes))
         elif max(label_values) >= self.num_classes:
             raise DataError(
-                root, f"num_classes={self.num_classes} but labels go up to {max(label_values)}"
+                self.layout.meta_file,
+                f"declares labels up to {max(label_values)} but data.num_classes="
+                f"{self.num_classes}: set data.num_classes={max(label_values) + 1}, or remove "
+                "the labels no case uses from the file",
             )
 
         listing = json.dumps([[r.name, *map(str, r.images), str(r.label)] for r in records])
@@ -94,7 +98,7 @@ class DatasetSource:
             self.fingerprint = Fingerprint.from_json(fp_path)
         else:
             if validate:
-                validate_dataset(records, label_values, num_workers, root=root)
+                validate_dataset(records, label_values, num_workers, root, num_channels)
                 validated = True
             self.fingerprint = compute_fingerprint(records, self.layout.modality, num_workers)
             self.fingerprint.to_json(fp_path)
@@ -104,7 +108,7 @@ class DatasetSource:
         self.preprocessed_dir = self.dataset_dir / self.plan.preprocessing_hash()
         pending = [r for r in records if not (self.preprocessed_dir / f"{r.name}.json").is_file()]
         if pending and validate and not validated:
-            validate_dataset(records, label_values, num_workers, root=root)
+            validate_dataset(records, label_values, num_workers, root, num_channels)
         done = preprocess_dataset(records, self.plan, self.preprocessed_dir, num_workers)
         if done:
             log.info(

@@ -33,17 +33,31 @@ class TrainingData:
     plan: dict | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present."""
+def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
+    """``auto`` picks CUDA when present; a CUDA device on a machine without one is refused.
+
+    Raises:
+        ConfigError: naming ``key``, for a CUDA device this torch build or machine lacks.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "a CPU-only build" if torch.version.cuda is None else "built for CUDA, no GPU seen"
+        raise ConfigError([f"config key '{key}' is {name!r} but CUDA is not available (torch "
+                           f"{torch.__version__}: {why}): use {key}=cpu or auto"])  # fmt: skip
+    return device
 
 
 def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     """Build the case source and pick this fold's cases (splits saved in the run dir)."""
     data = cfg["data"]
     source = instantiate(data["source"])
+    channels = getattr(source, "in_channels", None)
+    if channels is not None and channels != data["in_channels"]:
+        raise ConfigError([f"config key 'data.in_channels' is {data['in_channels']} but the "
+                           f"dataset's cases have {channels} channel{'s' * (channels != 1)}: "
+                           f"set data.in_channels={channels}"])  # fmt: skip
     plan = getattr(source, "plan", None)
     if plan is not None:  # the dataset's plan fills what the config leaves null
         filled = apply_plan(plan, cfg["data"], cfg["model"])

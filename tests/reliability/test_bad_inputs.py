@@ -126,3 +126,22 @@ def test_check_dataset_lists_every_problem(tmp_path, capsys, observe):
     for i in (1, 2, 3, 4):
         assert f"case_00{i}.nii.gz" in out, out
     observe("4 broken cases: 4 problems listed, each naming its file", cases=4)
+
+
+@pytest.mark.row("bad input", "data.in_channels disagrees with the dataset's channels",
+                 "names the key and the dataset's count; no run dir left")  # fmt: skip
+def test_in_channels_that_disagree_with_the_dataset_name_the_key(tmp_path, observe):
+    import json
+
+    from tests.data.conftest import write_decathlon
+    from tests.fixtures.bad_inputs import train_args
+
+    root = write_decathlon(tmp_path / "data", num_cases=3, shape=(16, 16, 16), channels=2)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["modality"] = {"0": "T1", "1": "T2"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    result = cli(train_args(root, tmp_path / "cache"), tmp_path)  # data.in_channels stays 1
+    message = assert_one_error(result, "'data.in_channels' is 1", "have 2 channels")
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "a failed start left a run dir"
+    observe(message.splitlines()[-1][:110])
