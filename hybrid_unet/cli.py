@@ -20,6 +20,16 @@ def exit_on_user_error(exc: Exception) -> None:
         raise SystemExit(2)
 
 
+def output_dir_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot become an output folder (it or a parent is a file), else ``None``."""
+    from pathlib import Path
+
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            return None if p.is_dir() else f"output {path}: {p} is a file, not a folder"
+    return None
+
+
 def plain_warnings() -> None:
     """Print warnings as one ``warning:`` line, without the source line Python adds."""
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"

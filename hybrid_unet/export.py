@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hybrid_unet.atomic import atomic_path
+from hybrid_unet.cli import output_dir_problem, user_error
 from hybrid_unet.inference.onnx_runner import METADATA_KEY
 from hybrid_unet.inference.predictor import Predictor
 from hybrid_unet.inference.sliding_window import SlidingWindow
@@ -127,12 +128,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from hybrid_unet.predict import class_names
 
+    problem = output_dir_problem(args.output)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         window = SlidingWindow(overlap=args.overlap, mirror_axes=args.mirror_axes)
         predictor = Predictor(args.checkpoint, "cpu", sliding_window=window)
         names = class_names(predictor, args.class_names.split(",") if args.class_names else None)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # a missing, truncated or corrupt checkpoint, a bad option
+        message = str(exc) if isinstance(exc, ValueError) else user_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     meta = export_metadata(predictor, names)

@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hybrid_unet.cli import exit_on_user_error, plain_warnings
+from hybrid_unet.cli import exit_on_user_error, output_dir_problem, plain_warnings
 from hybrid_unet.config.errors import ConfigError, did_you_mean
 from hybrid_unet.config.schema import PredictConfig, register_configs
 from hybrid_unet.config.validate import target_problems
@@ -174,6 +174,11 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     signal.signal(signal.SIGTERM, _interrupt)
     plain_warnings()
+    output = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("output=")), None)
+    problem = output_dir_problem(output) if output else None
+    if problem:  # Hydra would fail creating it (its run dir) with a traceback
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         predict()
     except KeyboardInterrupt:

@@ -75,7 +75,7 @@ class Predictor:
         self.patch_size = tuple(self.cfg["data"]["patch_size"])
         for path, ckpt in zip(paths[1:], loaded[1:], strict=True):
             self._check_compatible(path, ckpt)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, key="device")
         self.precision = precision
         self.models = []
         for ckpt in loaded:

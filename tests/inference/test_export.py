@@ -102,3 +102,24 @@ def test_export_mirrors_the_runner_as_the_run_validated(mirrored_run, tmp_path):
     assert OnnxPredictor(tmp_path / "auto" / "model.onnx").sliding_window.mirror_axes == [1, 2]
     assert main([str(mirrored_run), str(tmp_path / "none"), "--mirror-axes", "none"]) == 0
     assert OnnxPredictor(tmp_path / "none" / "model.onnx").sliding_window.mirror_axes == []
+
+
+def test_a_truncated_checkpoint_or_a_file_as_output_is_one_error(tiny_run, tmp_path, capsys):
+    from hybrid_unet.export import main
+
+    broken = tmp_path / "run" / "checkpoints" / "best.pt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes((tiny_run / "checkpoints" / "best.pt").read_bytes()[:5000])
+    assert main([str(tmp_path / "run"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: {broken}: not a readable PyTorch checkpoint")
+        and err.count("\n") == 1
+    )
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "afile").write_text("")
+    assert main([str(tiny_run), str(tmp_path / "afile")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: output {tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a folder\n"
+    )

@@ -92,6 +92,32 @@ def test_config_errors_are_one_line_and_exit_2(tiny_run, tmp_path):
     assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
 
 
+def _one_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_an_output_path_under_a_file_is_one_error(tiny_run, tmp_path):
+    scan = write_scan(tmp_path / "scan.nii.gz", seed=3)
+    (tmp_path / "afile").write_text("not a folder")
+    for output in ("afile", "afile/sub"):
+        line = _one_error(run_predict([f"checkpoints={tiny_run}", f"input={scan}",
+                                       f"output={tmp_path / output}"], tmp_path))  # fmt: skip
+        assert f"{tmp_path / 'afile'} is a file" in line
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_device_without_cuda_is_one_error_naming_the_key(tiny_run, tmp_path):
+    scan = write_scan(tmp_path / "scan.nii.gz", seed=3)
+    line = _one_error(run_predict([f"checkpoints={tiny_run}", f"input={scan}",
+                                   f"output={tmp_path}/o", "device=cuda"], tmp_path))  # fmt: skip
+    assert "'device' is 'cuda' but CUDA is not available" in line
+    assert not (tmp_path / "o").exists()
+
+
 # The predict CLI with a SIGTERM that arrives while the second case's label map is written:
 # after the temporary file exists, before it is renamed into place. No race with the clock.
 _SIGTERM_IN_SECOND_WRITE = """
