@@ -20,13 +20,18 @@ def exit_on_user_error(exc: Exception) -> None:
         raise SystemExit(2)
 
 
-def output_dir_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot become an output folder (it or a parent is a file), else ``None``."""
+def output_dir_problem(path: str | os.PathLike, what: str = "output") -> str | None:
+    """Why ``path`` cannot become an output folder (it is a file, or lies under one), else
+    ``None``; ``what`` names the option in the message."""
     from pathlib import Path
 
-    for p in (Path(path), *Path(path).parents):
+    folder = Path(path)
+    for p in (folder, *folder.parents):
         if p.exists():
-            return None if p.is_dir() else f"output {path}: {p} is a file, not a folder"
+            if p.is_dir():
+                return None
+            where = "is a file" if p == folder else f"lies under the file {p}"
+            return f"{what} {folder} {where}, not a folder"
     return None
 
 

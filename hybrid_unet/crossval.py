@@ -26,6 +26,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_unet.atomic import atomic_write_text
+from hybrid_unet.cli import output_dir_problem
 from hybrid_unet.engine.validation import write_case_table
 from hybrid_unet.metrics import aggregate
 
@@ -71,9 +72,44 @@ def fold_and_seed(run: Path) -> tuple[str, str]:
 
 
 def read_cases(run: Path) -> list[dict]:
-    with open(run / TABLE, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (v if k == "case" else _number(v)) for k, v in row.items()} for row in rows]
+    """The rows of a run's :data:`TABLE`, metrics as floats (an empty cell is NaN).
+
+    Raises:
+        CrossValError: Naming the file and line, for a row whose column count differs from the
+            header's (a truncated or hand-edited table) or a cell that is not a number.
+    """
+    path = run / TABLE
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "case" not in (reader.fieldnames or []):
+                raise CrossValError(f"{path}: line 1 is not a header with a 'case' column")
+            rows = []
+            for row in reader:
+                if None in row or None in row.values():  # extra or missing cells
+                    hint = "" if None in row else ": is the file truncated?"
+                    raise CrossValError(
+                        f"{path}: line {reader.line_num} has {_cells(row)} cells, the header "
+                        f"{len(reader.fieldnames)}{hint}"
+                    )
+                rows.append(_parse_row(row, path, reader.line_num))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise CrossValError(f"{path}: not a readable CSV table ({err})") from err
+    return rows
+
+
+def _cells(row: dict) -> int:
+    return sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
+
+
+def _parse_row(row: dict, path: Path, line: int) -> dict:
+    out = {}
+    for key, text in row.items():
+        try:
+            out[key] = text if key == "case" else _number(text)
+        except ValueError:
+            raise CrossValError(f"{path}: line {line}: {key} {text!r} is not a number") from None
+    return out
 
 
 def _number(text: str) -> float:
@@ -170,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="multirun dir or fold run dirs")
     parser.add_argument("--out", type=Path, help="where to write (default: the first folder)")
     args = parser.parse_args(argv)
+    problem = args.out and output_dir_problem(args.out, "--out")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         runs = find_fold_runs(args.folders)
         summary, rows = summarise(runs)

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid_unet.cli import output_dir_problem
 from hybrid_unet.data.errors import DataError
+from hybrid_unet.data.io.folders import visible_entries
+from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.validation import geometry_problems
+
+_NAMES_SHOWN = 5
 
 
 def summarize(per_case: dict[str, dict[str, float]]) -> dict:
@@ -47,6 +53,61 @@ def summarize(per_case: dict[str, dict[str, float]]) -> dict:
     return out
 
 
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, checked before any work; ``None`` when nothing."""
+    for folder in (args.predictions, args.references):
+        if not folder.is_dir():
+            return f"{folder} does not exist or is not a folder"
+    if args.num_classes < 2:
+        return f"--num-classes counts the background and must be >= 2, got {args.num_classes}"
+    if args.out and (problem := output_dir_problem(args.out, "--out")):
+        return problem
+    run = args.decide_postprocessing
+    if run and not run.is_dir():
+        return f"--decide-postprocessing {run} does not exist or is not a folder"
+    if run and not ((run / "checkpoints").is_dir() or (run / ".hydra").is_dir()):
+        return f"--decide-postprocessing {run} is not a run dir: no checkpoints/ or .hydra/ inside"
+    return None
+
+
+def _label_files(folder: Path) -> list[Path]:
+    """NIfTI files of ``folder``, less hidden ones (the ``.tmp-*`` of an interrupted write)."""
+    return [p for p in visible_entries(folder) if p.name.endswith((".nii", ".nii.gz"))]
+
+
+def _unmatched_problem(unmatched: list[Path], references: Path) -> str:
+    shown = ", ".join(p.name for p in unmatched[:_NAMES_SHOWN])
+    more = f" and {len(unmatched) - _NAMES_SHOWN} more" if len(unmatched) > _NAMES_SHOWN else ""
+    return (f"{len(unmatched)} prediction(s) in {unmatched[0].parent} have no reference of the "
+            f"same name in {references}: {shown}{more}")  # fmt: skip
+
+
+def read_pair(
+    pred_path: Path, ref_path: Path, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """A prediction, its reference and the reference's geometry.
+
+    Raises:
+        DataError: Naming the file, when the two do not share a grid (shape, spacing up to a
+            relative 1e-3, affine) or either holds a label outside ``[0, num_classes)``.
+    """
+    from hybrid_unet.data.io import read_label
+
+    pred, pred_geo = read_label(pred_path)
+    ref, ref_geo = read_label(ref_path)
+    if pred.shape != ref.shape:
+        raise DataError(pred_path, f"shape {pred.shape} differs from the reference {ref.shape}")
+    grid = geometry_problems("", "prediction", ref_geo, pred_geo, f"reference {ref_path}")
+    if grid:
+        raise DataError(pred_path, grid[0].removeprefix(": "))
+    for path, labels in ((pred_path, pred), (ref_path, ref)):
+        bad = int((labels >= num_classes).sum())  # read_label returns uint8: never negative
+        if bad:
+            raise DataError(path, f"{bad} voxels hold labels outside [0, {num_classes}) (largest "
+                                  f"{labels.max()}); is --num-classes right?")  # fmt: skip
+    return pred, ref, ref_geo
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybrid_unet.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -61,27 +122,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hybrid_unet.atomic import atomic_write_text
-    from hybrid_unet.data.io import read_label
     from hybrid_unet.inference.outputs import csv_text
     from hybrid_unet.inference.postprocessing import POSTPROCESSING_FILE, decide_largest_component
     from hybrid_unet.metrics import case_metrics
 
-    refs = {p.name: p for p in sorted(args.references.glob("*.nii*"))}
-    preds = sorted(p for p in args.predictions.glob("*.nii*") if p.name in refs)
+    problem = _argument_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    refs = {p.name: p for p in _label_files(args.references)}
+    preds = _label_files(args.predictions)
+    unmatched = [p for p in preds if p.name not in refs]
+    if unmatched:
+        print(f"error: {_unmatched_problem(unmatched, args.references)}", file=sys.stderr)
+        return 2
     if not preds:
-        print(f"error: no prediction in {args.predictions} matches a file in {args.references}",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: no prediction (*.nii, *.nii.gz) in {args.predictions}", file=sys.stderr)
         return 2
     names = tuple(args.metrics.split(","))
     per_case, pairs = {}, []
     try:
         for pred_path in preds:
-            pred, _ = read_label(pred_path)
-            ref, geometry = read_label(refs[pred_path.name])
-            if pred.shape != ref.shape:
-                raise DataError(
-                    pred_path, f"shape {pred.shape} differs from the reference {ref.shape}"
-                )
+            pred, ref, geometry = read_pair(pred_path, refs[pred_path.name], args.num_classes)
             per_case[pred_path.name] = case_metrics(pred, ref, args.num_classes, geometry.spacing,
                                                     names, args.tolerance_mm)  # fmt: skip
             if args.decide_postprocessing:

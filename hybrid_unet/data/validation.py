@@ -22,13 +22,16 @@ def _where(path: Path, key: str | None) -> str:
     return f"{path}::{key}" if key else str(path)
 
 
-def _compare(name: str, what: str, ref: Geometry, other: Geometry) -> list[str]:
-    problems = []
+def geometry_problems(
+    name: str, what: str, ref: Geometry, other: Geometry, ref_what: str = "image"
+) -> list[str]:
+    """``other`` against ``ref`` (e.g. a label against its image), up to float noise: the
+    spacing, then the affine; one line naming ``name`` per difference."""
     if not np.allclose(ref.spacing, other.spacing, rtol=_SPACING_RTOL):
-        problems.append(f"{name}: {what} spacing {other.spacing} != image spacing {ref.spacing}")
-    elif not np.allclose(ref.affine, other.affine, atol=_AFFINE_ATOL * max(ref.spacing)):
-        problems.append(f"{name}: {what} affine differs from the image affine")
-    return problems
+        return [f"{name}: {what} spacing {other.spacing} != {ref_what} spacing {ref.spacing}"]
+    if not np.allclose(ref.affine, other.affine, atol=_AFFINE_ATOL * max(ref.spacing)):
+        return [f"{name}: {what} affine differs from the {ref_what} affine"]
+    return []
 
 
 def check_case(record: CaseRecord, label_values: Iterable[int] | None) -> list[str]:
@@ -58,7 +61,7 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
             continue
         if image.shape[1:] != shape:
             problems.append(f"{path}: channel shape {image.shape[1:]} != first channel {shape}")
-        problems += _compare(str(path), "channel", ref_geo, geo)
+        problems += geometry_problems(str(path), "channel", ref_geo, geo)
     if record.label is None or ref_geo is None:
         return problems, channels
     try:
@@ -69,7 +72,7 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
     if label.shape != shape:
         problems.append(f"{where}: label shape {label.shape} != image shape {shape}")
     else:
-        problems += _compare(where, "label", ref_geo, label_geo)
+        problems += geometry_problems(where, "label", ref_geo, label_geo)
     if label_values is not None:
         undeclared = sorted(set(np.unique(label).tolist()) - set(label_values))
         if undeclared:

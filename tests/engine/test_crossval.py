@@ -94,3 +94,47 @@ def test_train_on_all_trains_on_every_case_and_stays_out_of_crossval(tmp_path, c
     (run / ".hydra" / "config.yaml").write_text("seed: 1\ndata:\n  fold: 0\n  train_on_all: true\n")
     assert crossval.main([str(tmp_path / "cv")]) == 2
     assert "trained on all cases" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err and not captured.out
+    return lines[0]
+
+
+@pytest.mark.parametrize("out", ["taken", "taken/cv"])
+def test_out_on_a_file_is_refused(tmp_path, capsys, out):
+    _fold_run(tmp_path / "runs", 0, ["a,0.8,0.6"])
+    (tmp_path / "taken").write_text("keep")
+    assert crossval.main([str(tmp_path / "runs"), "--out", str(tmp_path / out)]) == 2
+    assert f"--out {tmp_path / out}" in _one_error_line(capsys)
+    assert (tmp_path / "taken").read_text() == "keep"
+
+
+def test_a_truncated_table_is_refused_naming_file_and_line(tmp_path, capsys):
+    rows = [f"case_{i:03d}.nii.gz,0.81234567,0.7654321" for i in range(6)]
+    run = _fold_run(tmp_path, 0, rows)
+    table = run / "validation_cases.csv"
+    table.write_bytes(table.read_bytes()[:110])  # `head -c 110`: the 3rd row loses a column
+    _fold_run(tmp_path, 1, ["b,0.7,0.8"])
+    assert crossval.main([str(tmp_path)]) == 2
+    assert f"{table}: line 4 has 2 cells, the header 3" in _one_error_line(capsys)
+    assert not list(tmp_path.glob("crossval_*"))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("case,dice_1,dice_2\na,0.8,0.6,0.1\n", "line 2 has 4 cells, the header 3"),
+        ("case,dice_1,dice_2\na,0.8,x\n", "line 2: dice_2 'x' is not a number"),
+        ("", "line 1 is not a header with a 'case' column"),
+    ],
+)
+def test_a_malformed_table_is_refused(tmp_path, capsys, text, problem):
+    run = _fold_run(tmp_path, 0, [])
+    (run / "validation_cases.csv").write_text(text)
+    assert crossval.main([str(tmp_path)]) == 2
+    assert f"validation_cases.csv: {problem}" in _one_error_line(capsys)
+    assert not list(tmp_path.glob("crossval_*"))

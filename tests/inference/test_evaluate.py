@@ -24,7 +24,7 @@ def test_metrics_csv_summary_and_postprocessing_decision(tmp_path):
         write_nifti(tmp_path / "ref" / name, ref, geometry)
         write_nifti(tmp_path / "pred" / name, pred, geometry)
     run = tmp_path / "run"
-    run.mkdir()
+    (run / ".hydra").mkdir(parents=True)  # a run dir, as --decide-postprocessing requires
     code = main([str(tmp_path / "pred"), str(tmp_path / "ref"), "--num-classes", "2",
                  "--metrics", "dice,hd95", "--out", str(tmp_path / "scores"),
                  "--decide-postprocessing", str(run)])  # fmt: skip
@@ -39,3 +39,97 @@ def test_metrics_csv_summary_and_postprocessing_decision(tmp_path):
     assert stats["sd"] == pytest.approx((1 - dice_b) / 2) and stats["n"] == 2
     assert summary["mean_over_classes"]["mean_dice"] == pytest.approx(stats["mean"])
     assert stored_classes([run]) == [1]  # the island removal raised class 1's mean Dice
+
+
+def _cube(label: int = 1) -> np.ndarray:
+    ref = np.zeros((8, 10, 10), np.uint8)
+    ref[2:6, 2:6, 2:6] = label
+    return ref
+
+
+def _pairs(root, names, geometry=None, pred_only=(), ref_only=()):
+    """``root/pred`` and ``root/ref`` holding the same cube under ``names``."""
+    geometry = geometry or Geometry.from_spacing((1.0, 1.0, 1.0))
+    for name in names:
+        write_nifti(root / "ref" / name, _cube(), geometry)
+        write_nifti(root / "pred" / name, _cube(), geometry)
+    for name in pred_only:
+        write_nifti(root / "pred" / name, _cube(), geometry)
+    for name in ref_only:
+        write_nifti(root / "ref" / name, _cube(), geometry)
+    return [str(root / "pred"), str(root / "ref"), "--num-classes", "3", "--metrics", "dice"]
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err and not captured.out  # stopped before any work
+    return lines[0]
+
+
+def test_predictions_without_a_reference_are_refused_before_writing(tmp_path, capsys):
+    extra = [f"x{i}.nii.gz" for i in range(7)]
+    args = _pairs(tmp_path, ["a.nii.gz"], pred_only=extra)
+    assert main([*args, "--out", str(tmp_path / "scores")]) == 2
+    line = _one_error_line(capsys)
+    assert "7 prediction(s)" in line and "x0.nii.gz, x1.nii.gz" in line and "2 more" in line
+    assert "a.nii.gz" not in line
+    assert not (tmp_path / "scores").exists()
+
+
+def test_references_without_a_prediction_stay_allowed(tmp_path, capsys):
+    args = _pairs(tmp_path, ["a.nii.gz"], ref_only=["b.nii.gz"])
+    assert main(args) == 0
+    assert "1 cases; 1 references without a prediction" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("holder", ["pred", "ref"])
+def test_a_label_outside_the_classes_names_its_file(tmp_path, capsys, holder):
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    write_nifti(tmp_path / holder / "a.nii.gz", _cube(7), Geometry.from_spacing((1.0, 1.0, 1.0)))
+    assert main(args) == 2
+    line = _one_error_line(capsys)
+    assert f"{tmp_path / holder / 'a.nii.gz'}: 64 voxels hold labels outside [0, 3)" in line
+
+
+def test_a_prediction_on_another_grid_is_refused(tmp_path, capsys):
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    write_nifti(tmp_path / "pred" / "a.nii.gz", _cube(), Geometry.from_spacing((2.0, 2.0, 2.0)))
+    assert main([*args, "--out", str(tmp_path / "scores")]) == 2
+    line = _one_error_line(capsys)
+    assert str(tmp_path / "pred" / "a.nii.gz") in line
+    assert "prediction spacing (2.0, 2.0, 2.0) != reference" in line and "(1.0, 1.0, 1.0)" in line
+    assert not (tmp_path / "scores").exists()
+
+    shifted = Geometry.from_spacing((1.0, 1.0, 1.0))
+    shifted.affine[:3, 3] = 5.0  # same spacing, another origin
+    write_nifti(tmp_path / "pred" / "a.nii.gz", _cube(), shifted)
+    assert main(args) == 2
+    assert "affine" in _one_error_line(capsys)
+
+
+def test_float_noise_in_the_spacing_is_accepted(tmp_path):
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    noisy = Geometry.from_spacing((1.0004, 1.0, 0.9997))
+    write_nifti(tmp_path / "pred" / "a.nii.gz", _cube(), noisy)
+    assert main(args) == 0
+
+
+@pytest.mark.parametrize("out", ["taken", "taken/scores"])
+def test_out_on_a_file_is_refused_before_any_work(tmp_path, capsys, out):
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    (tmp_path / "taken").write_text("keep")
+    assert main([*args, "--out", str(tmp_path / out)]) == 2
+    assert f"--out {tmp_path / out}" in _one_error_line(capsys)
+    assert (tmp_path / "taken").read_text() == "keep"
+
+
+@pytest.mark.parametrize("run", ["missing", "plain"])
+def test_decide_postprocessing_needs_an_existing_run_dir(tmp_path, capsys, run):
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    (tmp_path / "plain").mkdir()
+    assert main([*args, "--decide-postprocessing", str(tmp_path / run)]) == 2
+    assert f"--decide-postprocessing {tmp_path / run}" in _one_error_line(capsys)
+    assert not (tmp_path / "missing").exists()
+    assert not (tmp_path / "plain" / "postprocessing.json").exists()

@@ -120,6 +120,5 @@ def test_a_truncated_checkpoint_or_a_file_as_output_is_one_error(tiny_run, tmp_p
     (tmp_path / "afile").write_text("")
     assert main([str(tiny_run), str(tmp_path / "afile")]) == 2
     assert (
-        capsys.readouterr().err
-        == f"error: output {tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a folder\n"
+        capsys.readouterr().err == f"error: output {tmp_path / 'afile'} is a file, not a folder\n"
     )
