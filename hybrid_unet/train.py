@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hybrid_unet.atomic import atomic_write_text
 from hybrid_unet.cli import exit_on_user_error as _exit_on_user_error
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
@@ -54,6 +55,10 @@ def train(cfg: DictConfig) -> float:
         if cfg.trainer.resume is None and (run_dir / "checkpoints").is_dir():
             cfg.trainer.resume = "auto"
     try:
+        if cfg.trainer.resume is None and _checkpoints(run_dir):  # never train over a run
+            raise ConfigError([f"{run_dir} already holds a run ({_checkpoints(run_dir)[0].name}): "
+                               f"continue it with trainer.resume={run_dir}, or choose another "
+                               "run dir"])  # fmt: skip
         resolved = check_config(cfg)
         try:
             trainer = Trainer(resolved, run_dir)
@@ -80,8 +85,9 @@ def summary_lines(summary: dict) -> str:
     flops = summary.get("flops_per_patch")
     flops_text = "n/a" if flops is None else f"{flops / 1e9:.2f} GFLOP"
     monitored = summary["best_metric"]
+    head = "Done" if summary.get("complete", True) else "Not finished (resumable)"
     lines = [
-        f"Done: best mean Dice {best_text} (best {summary['monitor']} "
+        f"{head}: best mean Dice {best_text} (best {summary['monitor']} "
         f"{'n/a' if monitored is None else f'{monitored:.4f}'} at epoch {summary['best_epoch']}), "
         f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; "
         f"run dir {summary['run_dir']}",
@@ -90,6 +96,48 @@ def summary_lines(summary: dict) -> str:
         f"per epoch, {summary['train_seconds']:.0f} s compute in all",
     ]
     return "\n".join(lines)
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / "checkpoints"
+    return sorted(folder.glob("[!.]*.pt")) if folder.is_dir() else []
+
+
+class _RunFilesGuard:
+    """Hydra rewrites ``.hydra/`` of an existing run dir (a resume, or a new run pointed at an
+    old one) before the run starts; if the run then fails without writing a checkpoint,
+    :meth:`restore` puts the old files back, so a refused override does not become part of the
+    run and spoil its next resume."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.run_dir = _named_run_dir(argv)
+        self.files = {}
+        if self.run_dir is not None and (self.run_dir / ".hydra").is_dir():
+            self.files = {p: p.read_bytes() for p in (self.run_dir / ".hydra").glob("*.yaml")}
+        self.last = self._last_checkpoint()
+
+    def _last_checkpoint(self) -> tuple | None:
+        path = self.run_dir / "checkpoints" / "last.pt" if self.run_dir else None
+        return (path.stat().st_mtime_ns, path.stat().st_size) if path and path.exists() else None
+
+    def restore(self) -> None:
+        if self.files and self._last_checkpoint() == self.last:
+            for path, content in self.files.items():
+                atomic_write_text(path, content.decode())
+
+
+def _named_run_dir(argv: list[str]) -> Path | None:
+    """The run dir a single run's command names (``hydra.run.dir``, or ``run_name`` under
+    ``paths.runs_dir``), when it can be told without composing the config."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return None
+    given = {_override_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
+    if "hydra.run.dir" in given:
+        return Path(given["hydra.run.dir"])
+    runs = given.get("paths.runs_dir", os.environ.get("HYBRID_UNET_RUNS", "runs"))
+    if "run_name" not in given or "${" in runs + given["run_name"]:
+        return None
+    return Path(runs) / given["run_name"]
 
 
 def _discard_if_empty(run_dir: Path) -> None:
@@ -195,10 +243,16 @@ def main() -> None:
         os.environ["HYBRID_UNET_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     _composed.clear()
+    guard = None
     try:
         sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
+        guard = _RunFilesGuard(sys.argv[1:])
         train()
-    except Exception as exc:
+    except BaseException as exc:
+        if guard is not None:
+            guard.restore()
+        if not isinstance(exc, Exception):
+            raise
         if user_wants_traceback:
             raise
         _exit_on_user_error(exc)

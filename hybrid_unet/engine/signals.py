@@ -18,6 +18,12 @@ class StopRequest:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
+    def __enter__(self) -> StopRequest:
+        return self.install()
+
+    def __exit__(self, *exc_info) -> None:
+        self.uninstall()
+
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

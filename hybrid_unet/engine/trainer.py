@@ -40,6 +40,7 @@ from hybrid_unet.engine.manager import (
     load_training_checkpoint,
 )
 from hybrid_unet.engine.resources import model_cost, peak_memory_mb
+from hybrid_unet.engine.resume import check_resume_config
 from hybrid_unet.engine.signals import StopRequest
 from hybrid_unet.engine.state import TrainState
 from hybrid_unet.engine.step import TrainingDiverged, train_step
@@ -89,8 +90,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t["precision"] == "fp16")
         self.ema = ModelEMA(self.model, self.t["ema_decay"]) if self.t["ema_decay"] else None
         self.ckpts = CheckpointManager(self.ckpt_dir, **self.t["checkpoint"])
-        if self.dist.is_main and self.ckpt_dir.is_dir():  # a save cut short by a kill
-            remove_stale_temporaries(self.ckpt_dir)
+        if self.dist.is_main:  # writes (checkpoint, metrics.csv, summary) cut short by a kill
+            for folder in (self.run_dir, self.ckpt_dir):
+                remove_stale_temporaries(folder)
         self.early_stopping = self.t["early_stopping"]
         self.val_mirror_axes = validated_mirror_axes(cfg)  # the axes training flips, if any
         frozen = self.t["freeze_encoder_epochs"]
@@ -107,6 +109,12 @@ class Trainer:
         resume_from = resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(*resume_from) if resume_from else None
         resume_step = self.state.step if resume_from else None
+        if self.t["resume"] == "auto" and not resume_from and self.ckpt_dir.is_dir():
+            # An attempt killed before its first checkpoint: start over, and let the loggers
+            # drop what it logged (resuming at step 0), so no step appears twice.
+            print(f"trainer.resume=auto: no readable checkpoint in {self.ckpt_dir}; starting "
+                  "from step 0")  # fmt: skip
+            resume_step = 0
         loggers = cfg["logger"] if self.dist.is_main else {}  # only rank 0 logs
         self.logger = build_loggers(loggers, self.run_dir, resume_step, logger_states, cfg)
 
@@ -117,43 +125,43 @@ class Trainer:
         rank, world = self.dist.rank, self.dist.world_size
         batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
         val_cases = [self.data.source.load(n) for n in self.data.val_names[rank::world]]
-        stop = StopRequest().install()
-        self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
-        try:
-            while not self.finished() and not self.stopping:
-                self.loss_fn.update(state.epoch, t["max_epochs"])
-                self.model.train()
-                for p in self.encoder:  # a function of the epoch, so resumes agree
-                    p.requires_grad_(state.epoch >= t["freeze_encoder_epochs"])
-                grad_norm = self.train_epoch(batches, stop)
-                if self.stopping and state.epoch_steps < t["steps_per_epoch"]:
-                    self.save_last()  # mid-epoch: resume continues here
-                    break
-                self.end_epoch(val_cases, grad_norm)
-        except CheckpointWriteError as exc:
-            raise CheckpointWriteError(
-                exc.path,
-                f"{exc.problem}; free space, then resume with trainer.resume={self.run_dir}",
-            ) from exc
-        except RuntimeError as exc:
-            if "DataLoader worker" not in str(exc):
-                raise
-            # The data order depends only on (seed, step): resuming replays the same batches.
-            first = str(exc).strip().splitlines()[0]
-            raise LoaderWorkerDied(
-                f"a data loader worker died at step {state.step} ({first}); the checkpoints "
-                f"in {self.ckpt_dir} are intact: resume with trainer.resume={self.run_dir} "
-                "(lower data.num_workers if workers are killed for memory)"
-            ) from exc
-        finally:
-            stop.uninstall()
-            self.logger.close()
-        if self.stopping and self.dist.is_main:
-            print(f"Stopped by {stop.requested or 'a signal to another rank'} at step {state.step} (saved "
-                  f"{self.ckpt_dir / 'last.pt'}); resume with trainer.resume={self.run_dir}")  # fmt: skip
-        elif state.stop_reason:
-            print(f"Stopped early: {state.stop_reason}")
-        return self.summary()
+        # Installed until the summary is written: a SIGTERM at any point of fit ends cleanly.
+        with StopRequest() as stop:
+            self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
+            try:
+                while not self.finished() and not self.stopping:
+                    self.loss_fn.update(state.epoch, t["max_epochs"])
+                    self.model.train()
+                    for p in self.encoder:  # a function of the epoch, so resumes agree
+                        p.requires_grad_(state.epoch >= t["freeze_encoder_epochs"])
+                    grad_norm = self.train_epoch(batches, stop)
+                    if self.stopping and state.epoch_steps < t["steps_per_epoch"]:
+                        self.save_last()  # mid-epoch: resume continues here
+                        break
+                    self.end_epoch(val_cases, grad_norm)
+            except CheckpointWriteError as exc:
+                raise CheckpointWriteError(
+                    exc.path,
+                    f"{exc.problem}; free space, then resume with trainer.resume={self.run_dir}",
+                ) from exc
+            except RuntimeError as exc:
+                if "DataLoader worker" not in str(exc):
+                    raise
+                # The data order depends only on (seed, step): resuming replays the same batches.
+                first = str(exc).strip().splitlines()[0]
+                raise LoaderWorkerDied(
+                    f"a data loader worker died at step {state.step} ({first}); the checkpoints "
+                    f"in {self.ckpt_dir} are intact: resume with trainer.resume={self.run_dir} "
+                    "(lower data.num_workers if workers are killed for memory)"
+                ) from exc
+            finally:
+                self.logger.close()
+            if self.stopping and self.dist.is_main:
+                print(f"Stopped by {stop.requested or 'a signal to another rank'} at step {state.step} (saved "
+                      f"{self.ckpt_dir / 'last.pt'}); resume with trainer.resume={self.run_dir}")  # fmt: skip
+            elif state.stop_reason:
+                print(f"Stopped early: {state.stop_reason}")
+            return self.summary()
 
     def train_epoch(self, batches, stop: StopRequest) -> float:
         """The rest of this epoch's steps (stopping early on a signal); returns the grad norm."""
@@ -373,6 +381,9 @@ class Trainer:
 
     def load(self, path: Path, ckpt: dict) -> dict:
         """Restore everything :meth:`payload` holds; returns the loggers' saved states."""
+        changed = check_resume_config(ckpt.get("config") or {}, self.cfg, str(path))
+        if changed and self.dist.is_main:
+            print("Resuming with changed settings:\n" + "\n".join(changed))
         unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -89,7 +89,8 @@ def predict_cases(
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(output)
+    for folder in (output, output / "probabilities", output / "uncertainty"):
+        remove_stale_temporaries(folder)  # of a run killed mid-write
     summary: dict = {"cases": [], "failed": [], "settings": dict(settings or {})}
     volumes: list[dict] = []
     for case in cases:

@@ -46,3 +46,61 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
             assert float(ra[key] or "nan") == pytest.approx(
                 float(rb[key] or "nan"), rel=1e-5, nan_ok=True
             )
+
+
+def _run(tmp_path, name: str, *extra: str):
+    result = cli([*TINY, "trainer.max_epochs=1", f"run_name={name}", *extra], tmp_path)
+    assert result.code == 0, result.stderr[-3000:]
+    return tmp_path / "runs" / name
+
+
+def _hydra_files(run_dir) -> dict:
+    return {p.name: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
+
+
+def test_a_resume_refuses_new_values_for_what_it_restores_and_lists_the_rest(tmp_path):
+    """The optimizer's state would silently keep the old learning rate, and a wider network
+    would not load: both are refused naming the key, and the refused override is not recorded
+    in the run (its next resume would replay it). Other changes apply and are listed."""
+    run = _run(tmp_path, "r")
+    recorded, metrics = _hydra_files(run), (run / "metrics.csv").read_bytes()
+    for change, key in [("optimizer.lr=1e-4", "optimizer.lr"),
+                        ("model.features=[4,8,16,32]", "model.features")]:  # fmt: skip
+        result = cli([f"trainer.resume={run}", "trainer.max_epochs=2", change], tmp_path)
+        assert result.code == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert result.stderr.startswith("error: trainer.resume:") and f"  - {key}:" in result.stderr
+        assert _hydra_files(run) == recorded and (run / "metrics.csv").read_bytes() == metrics
+    extended = cli([f"trainer.resume={run}", "trainer.max_epochs=2", "data.batch_size=1"], tmp_path)
+    assert extended.code == 0, extended.stderr[-3000:]
+    assert "Resuming with changed settings:" in extended.stdout
+    assert "data.batch_size: 2 -> 1" in extended.stdout
+    assert "trainer.max_epochs: 1 -> 2" in extended.stdout
+
+
+def test_a_new_run_never_trains_over_an_existing_one(tmp_path):
+    run = _run(tmp_path, "r")
+    recorded, metrics = _hydra_files(run), (run / "metrics.csv").read_bytes()
+    again = cli([*TINY, "trainer.max_epochs=1", "run_name=r", "seed=5"], tmp_path)
+    assert again.code == 2, again.stderr[-3000:]
+    assert f"{run} already holds a run" in again.stderr and f"trainer.resume={run}" in again.stderr
+    assert _hydra_files(run) == recorded and (run / "metrics.csv").read_bytes() == metrics
+
+
+def test_a_resume_cleans_temporaries_and_a_restart_logs_no_step_twice(tmp_path):
+    import subprocess
+    import sys
+
+    run = _run(tmp_path, "r")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    torn = run / f".tmp-{dead}-metrics.csv"
+    torn.write_text("step,train_loss\n3,")
+    for ckpt in (run / "checkpoints").glob("*.pt"):  # as if killed in the first save
+        ckpt.write_bytes(b"torn")
+    restart = cli([f"trainer.resume={run}"], tmp_path)  # the run dir form: nothing readable
+    assert restart.code == 2 and "no readable checkpoint" in restart.stderr
+    auto = cli([*TINY, "trainer.max_epochs=1", "run_name=r", "trainer.resume=auto"], tmp_path)
+    assert auto.code == 0, auto.stderr[-3000:]
+    assert "trainer.resume=auto: no readable checkpoint" in auto.stdout
+    assert not torn.exists()
+    assert [r["step"] for r in _rows(run)] == ["3"]  # the first attempt's row was dropped

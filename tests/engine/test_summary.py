@@ -22,3 +22,5 @@ def test_summary_reports_cost_and_time(tmp_path):
     assert text.startswith("Done: best mean Dice")
     for part in ("parameters", "GFLOP per patch", "peak memory", "s per epoch", "compute in all"):
         assert part in text
+    stopped = summary_lines({**summary, "complete": False})  # stopped by a signal, say
+    assert stopped.startswith("Not finished (resumable): best mean Dice")
