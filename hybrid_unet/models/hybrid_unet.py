@@ -166,7 +166,6 @@ class HybridUNet(nn.Module):
             decoder_convs,
             partial(make_skip_attention, shuffle_attention),
         )
-        make_skip_attention(shuffle_attention, features[0])  # fail early on a bad name
         if zero_init_residual:
             for module in self.stages.modules():
                 if hasattr(module, "zero_init_last"):

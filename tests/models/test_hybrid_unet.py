@@ -115,6 +115,17 @@ def test_ablation_switches(attention, shuffle):
     assert model(torch.randn(1, 2, 2, 8, 4)).shape == (1, 3, 2, 8, 4)
 
 
+def test_attention_slots_take_a_dotted_path_to_a_users_class():
+    """A new token mixer or decoder attention is a class ``cls(channels)`` and a config value:
+    no edit of the package."""
+    se = "hybrid_unet.models.blocks.attention.SqueezeExcitation3d"
+    model = tiny(attention=se, shuffle_attention="torch.nn.Identity").eval()
+    assert sum(type(m).__name__ == "SqueezeExcitation3d" for m in model.modules()) > 0
+    assert model(torch.randn(1, 2, 2, 8, 4)).shape == (1, 3, 2, 8, 4)
+    with pytest.raises(ValueError, match=r"attention 'my_blocks\.Nope': cannot import it"):
+        tiny(attention="my_blocks.Nope")
+
+
 def test_mbconv_se_switch():
     with_se = tiny(stage_blocks=["conv", "conv", "mbconv"])
     without = tiny(stage_blocks=["conv", "conv", "mbconv"], mbconv_se=False)

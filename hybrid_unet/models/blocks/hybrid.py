@@ -24,68 +24,20 @@ from hybrid_unet.models.blocks.layers import (
     triple,
 )
 
-CONV_KINDS = ("conv", "resconv", "mbconv")
 ConvFactory = Callable[..., nn.Module]
-ATTENTION_KINDS = ("mhsa", "identity", "se", "conv")
-SHUFFLE_KINDS = ("shuffle", "identity", "se", "conv")
 
 
-def make_conv_block(
-    kind: str,
-    in_channels: int,
-    out_channels: int,
-    kernel_size: Sequence[int],
-    stride: Sequence[int],
-    norm: NormFactory,
-    act: ActFactory,
-    drop_path: float = 0.0,
-    expand_ratio: float = 4.0,
-    se: bool = True,
-) -> nn.Module:
-    """Build one conv block: ``conv`` (dense ConvNormAct), ``resconv`` or ``mbconv``.
-
-    ``se`` switches the squeeze-excitation inside MBConv (an attention ablation).
-    """
-    kind = lookup(kind, CONV_KINDS, "conv block")
-    if kind == "conv":
-        return ConvNormAct3d(in_channels, out_channels, kernel_size, stride, norm, act)
-    if kind == "resconv":
-        return ResidualConvBlock3d(
-            in_channels, out_channels, kernel_size, stride, norm, act, drop_path
-        )
-    return MBConv3d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride,
-        expand_ratio,
-        norm,
-        act,
-        se_layer=SqueezeExcitation3d if se else None,
-        drop_path=drop_path,
-    )
+def _dense(cin, cout, kernel, stride, norm, act, drop_path, expand_ratio, se) -> nn.Module:
+    return ConvNormAct3d(cin, cout, kernel, stride, norm, act)
 
 
-def token_mixer_factory(
-    kind: str, num_heads: int = 4, window_size: int | Sequence[int] | None = None
-) -> Callable[[int], nn.Module] | None:
-    """Resolve the attention component of a hybrid block (or an ablation of it) to a factory.
+def _residual(cin, cout, kernel, stride, norm, act, drop_path, expand_ratio, se) -> nn.Module:
+    return ResidualConvBlock3d(cin, cout, kernel, stride, norm, act, drop_path)
 
-    ``mhsa``: multi-head self-attention; ``identity``: None (the block skips the branch);
-    ``se``: squeeze-excitation; ``conv``: pointwise 2x expand, depthwise 3x3x3, pointwise
-    project, about the qkv + projection compute of the attention.
 
-    Returns:
-        ``factory(dim) -> nn.Module`` or None.
-    """
-    kind = lookup(kind, ATTENTION_KINDS, "attention")
-    if kind == "mhsa":
-        return partial(MultiHeadSelfAttention3d, num_heads=num_heads, window_size=window_size)
-    if kind == "identity":
-        return None
-    if kind == "se":
-        return SqueezeExcitation3d
-    return _conv_mixer
+def _mbconv(cin, cout, kernel, stride, norm, act, drop_path, expand_ratio, se) -> nn.Module:
+    se_layer = SqueezeExcitation3d if se else None
+    return MBConv3d(cin, cout, kernel, stride, expand_ratio, norm, act, se_layer, drop_path)
 
 
 def _conv_mixer(dim: int) -> nn.Module:
@@ -108,24 +60,94 @@ class _GatedDepthwise(nn.Module):
         return x * torch.sigmoid(self.conv(x))
 
 
+def _shuffle(channels: int, groups: int = 4) -> nn.Module:
+    while groups > 1 and channels % (2 * groups):
+        groups //= 2
+    return ShuffleAttention3d(channels, groups)
+
+
+# name -> builder. A conv block builder takes (in, out, kernel, stride, norm, act, drop_path,
+# expand_ratio, se); a token mixer or skip attention is built as ``cls(channels)``, and there a
+# dotted path to your own class (``my_blocks.MyMixer``) works as well as a name.
+CONV_BLOCKS: dict[str, ConvFactory] = {"conv": _dense, "resconv": _residual, "mbconv": _mbconv}
+TOKEN_MIXERS: dict[str, Callable[[int], nn.Module] | None] = {
+    "mhsa": MultiHeadSelfAttention3d,  # num_heads and window_size are bound below
+    "identity": None,  # the block skips the branch
+    "se": SqueezeExcitation3d,
+    "conv": _conv_mixer,  # pointwise 2x expand, depthwise 3x3x3, project: ~attention's compute
+}
+SKIP_ATTENTIONS: dict[str, Callable[[int], nn.Module]] = {
+    "shuffle": _shuffle,
+    "identity": lambda channels: nn.Identity(),
+    "se": SqueezeExcitation3d,
+    "conv": _GatedDepthwise,
+}
+CONV_KINDS, ATTENTION_KINDS, SHUFFLE_KINDS = (
+    tuple(CONV_BLOCKS),
+    tuple(TOKEN_MIXERS),
+    tuple(SKIP_ATTENTIONS),
+)
+
+
+def _resolve(kind: str, registry: dict, what: str):
+    """A registry entry by name, or the class a dotted path names."""
+    if "." in str(kind):
+        from hydra.utils import get_class
+
+        try:
+            return get_class(kind)
+        except Exception as exc:  # ImportError, AttributeError: Hydra wraps them
+            raise ValueError(f"{what} {kind!r}: cannot import it ({exc})") from None
+    return registry[lookup(kind, tuple(registry), what)]
+
+
+def make_conv_block(
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    norm: NormFactory,
+    act: ActFactory,
+    drop_path: float = 0.0,
+    expand_ratio: float = 4.0,
+    se: bool = True,
+) -> nn.Module:
+    """Build one conv block: ``conv`` (dense ConvNormAct), ``resconv`` or ``mbconv``.
+
+    ``se`` switches the squeeze-excitation inside MBConv (an attention ablation).
+    """
+    build = CONV_BLOCKS[lookup(kind, CONV_KINDS, "conv block")]
+    return build(in_channels, out_channels, kernel_size, stride, norm, act, drop_path,
+                 expand_ratio, se)  # fmt: skip
+
+
+def token_mixer_factory(
+    kind: str, num_heads: int = 4, window_size: int | Sequence[int] | None = None
+) -> Callable[[int], nn.Module] | None:
+    """Resolve the attention component of a hybrid block (or an ablation of it) to a factory:
+    a name of :data:`TOKEN_MIXERS` or a dotted path to a class built as ``cls(dim)``.
+
+    Returns:
+        ``factory(dim) -> nn.Module``, or None for ``identity``.
+    """
+    factory = _resolve(kind, TOKEN_MIXERS, "attention")
+    if factory is MultiHeadSelfAttention3d:
+        return partial(factory, num_heads=num_heads, window_size=window_size)
+    return factory
+
+
 def conv_block_factory(kind: str, expand_ratio: float = 4.0, se: bool = True) -> ConvFactory:
     """Resolve a conv block kind once; the factory takes ``make_conv_block``'s other args."""
     kind = lookup(kind, CONV_KINDS, "conv block")
     return partial(make_conv_block, kind, expand_ratio=expand_ratio, se=se)
 
 
-def make_skip_attention(kind: str, channels: int, groups: int = 4) -> nn.Module:
-    """Attention on decoder features: ``shuffle``, ``identity``, ``se`` or ``conv`` (gated)."""
-    kind = lookup(kind, SHUFFLE_KINDS, "shuffle_attention")
-    if kind == "shuffle":
-        while groups > 1 and channels % (2 * groups):
-            groups //= 2
-        return ShuffleAttention3d(channels, groups)
-    if kind == "identity":
-        return nn.Identity()
-    if kind == "se":
-        return SqueezeExcitation3d(channels)
-    return _GatedDepthwise(channels)
+def make_skip_attention(kind: str, channels: int) -> nn.Module:
+    """Attention on decoder features: a name of :data:`SKIP_ATTENTIONS` (``shuffle``,
+    ``identity``, ``se``, ``conv``: gated depthwise) or a dotted path to a class built as
+    ``cls(channels)``."""
+    return _resolve(kind, SKIP_ATTENTIONS, "shuffle_attention")(channels)
 
 
 _MBCONV = partial(make_conv_block, "mbconv")
