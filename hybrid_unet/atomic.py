@@ -11,6 +11,8 @@ deletes those whose process is gone.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +55,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def atomic_write_json(path: str | Path, obj, indent: int = 2) -> Path:
+    """Write ``obj`` as strict JSON atomically: NaN and infinities (an undefined metric, the
+    standard deviation of one value) become ``null``, which every JSON reader accepts."""
+    return atomic_write_text(path, json.dumps(_finite(obj), indent=indent, allow_nan=False))
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def fsync_folder(folder: str | Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_unet.atomic import atomic_write_text
+from hybrid_unet.atomic import atomic_write_json
 from hybrid_unet.cli import output_dir_problem
 from hybrid_unet.engine.validation import write_case_table
 from hybrid_unet.metrics import aggregate
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
     write_case_table(out / "crossval_cases.csv", rows)
-    atomic_write_text(out / "crossval_summary.json", json.dumps(summary, indent=2))
+    atomic_write_json(out / "crossval_summary.json", summary)
     print(markdown(summary))
     print(f"wrote {out / 'crossval_summary.json'} and {out / 'crossval_cases.csv'}")
     return 0

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="decide and store largest-component post-processing for a run")  # fmt: skip
     args = parser.parse_args(argv)
 
-    from hybrid_unet.atomic import atomic_write_text
+    from hybrid_unet.atomic import atomic_write_json, atomic_write_text
     from hybrid_unet.inference.outputs import csv_text
     from hybrid_unet.inference.postprocessing import POSTPROCESSING_FILE, decide_largest_component
     from hybrid_unet.metrics import case_metrics
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         rows = [{"case": name, **values} for name, values in per_case.items()]
         atomic_write_text(args.out / "metrics.csv", csv_text(rows))
-        atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_json(args.out / "summary.json", summary, indent=1)
     if args.decide_postprocessing:
         decision = decide_largest_component(pairs, args.num_classes)
         path = atomic_write_text(args.decide_postprocessing / POSTPROCESSING_FILE,

@@ -56,6 +56,9 @@ def check_predict_config(cfg: DictConfig) -> dict[str, Any]:
                 f"bad value for config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"
             )
     problems += target_problems(resolved["sliding_window"], "sliding_window")
+    overlap = resolved["sliding_window"].get("overlap")
+    if isinstance(overlap, int | float) and not 0 <= overlap < 1:
+        problems.append(f"config key 'sliding_window.overlap': {overlap} is outside [0, 1)")
     ckpts = resolved["checkpoints"]
     resolved["checkpoints"] = [ckpts] if isinstance(ckpts, str) else list(ckpts)
     lcc = resolved["largest_component"]

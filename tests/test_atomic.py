@@ -57,3 +57,14 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path):
         p.name for p in (ours, parent, unrelated)
     )
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_json_is_strict_an_undefined_number_becomes_null(tmp_path):
+    import json
+
+    from hybrid_unet.atomic import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "s.json", {"sd": float("nan"), "hd": [1.5, float("inf")]})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"sd": None, "hd": [1.5, None]}

@@ -29,10 +29,15 @@ def describe_exception(exc: BaseException) -> str:
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
     cause = exc.__cause__ if exc.__cause__ is not None else exc
-    if isinstance(exc, MissingConfigException) and exc.options is not None:
+    if (
+        isinstance(exc, MissingConfigException)
+        and exc.missing_cfg_file
+        and "/" in str(exc.missing_cfg_file)
+    ):
         missing = (exc.missing_cfg_file or "").split("/")[-1]
         group = "/".join((exc.missing_cfg_file or "").split("/")[:-1])
-        options = sorted(exc.options)
+        # Hydra lists the options only for a single choice, not for a list (logger=[a,b]).
+        options = sorted(exc.options if exc.options is not None else _package_options(group))
         return (f"unknown option '{missing}' for config group '{group}'"
                 f"{did_you_mean(missing, options)}; available: {', '.join(options)}")  # fmt: skip
     if isinstance(cause, ConfigKeyError) or (
@@ -52,6 +57,17 @@ def describe_exception(exc: BaseException) -> str:
         return f"config key '{cause.full_key}': {str(cause.msg).splitlines()[0]}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _package_options(group: str) -> list[str]:
+    """The options of a config group shipped with the package."""
+    from importlib.resources import files
+
+    folder = files("hybrid_unet.conf").joinpath(*group.split("/"))
+    try:
+        return [p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _target_takes(node: object, key: str) -> bool:

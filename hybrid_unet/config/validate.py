@@ -184,6 +184,8 @@ _RANGES: list[tuple[str, float, float, bool, bool]] = [
     ("trainer.checkpoint.every_n_epochs", 1, math.inf, True, True),
     ("trainer.early_stopping.patience", 1, math.inf, True, True),
     ("trainer.early_stopping.min_delta", 0.0, math.inf, True, False),
+    ("optimizer.lr", 0.0, math.inf, False, True),  # null: an optimizer without the key
+    ("optimizer.weight_decay", 0.0, math.inf, True, True),
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hybrid_unet.atomic import atomic_write_text, remove_stale_temporaries
+from hybrid_unet.atomic import atomic_write_json, remove_stale_temporaries
 from hybrid_unet.data.transforms import validated_mirror_axes
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import (
@@ -428,7 +427,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "weight_digests": digests,  # one per rank: equal when the ranks are in sync
         }
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 import traceback
@@ -19,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_unet.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
+from hybrid_unet.atomic import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.io.nifti import write_nifti
@@ -116,7 +120,7 @@ def predict_cases(
             )  # fmt: skip
             log(f"{case.name} -> {written['label']} ({seconds:.2f} s)")
         atomic_write_text(output / VOLUMES_FILE, csv_text(volumes))
-        atomic_write_text(output / SUMMARY_FILE, json.dumps(summary, indent=1))
+        atomic_write_json(output / SUMMARY_FILE, summary, indent=1)
     return summary
 
 

@@ -90,6 +90,9 @@ def test_config_errors_are_one_line_and_exit_2(tiny_run, tmp_path):
     missing = run_predict([f"checkpoints={tmp_path}/none", f"input={tmp_path}",
                            f"output={tmp_path}/o"], tmp_path)  # fmt: skip
     assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
+    overlap = run_predict([f"checkpoints={tiny_run}", f"input={tmp_path}", f"output={tmp_path}/o",
+                           "sliding_window.overlap=1.0"], tmp_path)  # fmt: skip
+    assert overlap.returncode == 2 and "'sliding_window.overlap': 1.0 is outside" in overlap.stderr
 
 
 def _one_error(result: subprocess.CompletedProcess) -> str:
