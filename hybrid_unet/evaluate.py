@@ -28,7 +28,7 @@ from hybrid_unet.cli import output_dir_problem
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.geometry import Geometry
-from hybrid_unet.data.validation import geometry_problems
+from hybrid_unet.data.validation import geometry_problem
 
 _NAMES_SHOWN = 5
 
@@ -97,9 +97,9 @@ def read_pair(
     ref, ref_geo = read_label(ref_path)
     if pred.shape != ref.shape:
         raise DataError(pred_path, f"shape {pred.shape} differs from the reference {ref.shape}")
-    grid = geometry_problems("", "prediction", ref_geo, pred_geo, f"reference {ref_path}")
+    grid = geometry_problem("prediction", ref_geo, pred_geo, f"reference {ref_path}")
     if grid:
-        raise DataError(pred_path, grid[0].removeprefix(": "))
+        raise DataError(pred_path, grid)
     for path, labels in ((pred_path, pred), (ref_path, ref)):
         bad = int((labels >= num_classes).sum())  # read_label returns uint8: never negative
         if bad:

@@ -22,16 +22,16 @@ def _where(path: Path, key: str | None) -> str:
     return f"{path}::{key}" if key else str(path)
 
 
-def geometry_problems(
-    name: str, what: str, ref: Geometry, other: Geometry, ref_what: str = "image"
-) -> list[str]:
-    """``other`` against ``ref`` (e.g. a label against its image), up to float noise: the
-    spacing, then the affine; one line naming ``name`` per difference."""
+def geometry_problem(
+    what: str, ref: Geometry, other: Geometry, ref_what: str = "image"
+) -> str | None:
+    """How ``other``'s grid differs from ``ref``'s (e.g. a label's from its image's), up to
+    float noise from different writers: the spacing first, then the affine; ``None`` if not."""
     if not np.allclose(ref.spacing, other.spacing, rtol=_SPACING_RTOL):
-        return [f"{name}: {what} spacing {other.spacing} != {ref_what} spacing {ref.spacing}"]
+        return f"{what} spacing {other.spacing} != {ref_what} spacing {ref.spacing}"
     if not np.allclose(ref.affine, other.affine, atol=_AFFINE_ATOL * max(ref.spacing)):
-        return [f"{name}: {what} affine differs from the {ref_what} affine"]
-    return []
+        return f"{what} affine differs from the {ref_what} affine"
+    return None
 
 
 def check_case(record: CaseRecord, label_values: Iterable[int] | None) -> list[str]:
@@ -61,7 +61,8 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
             continue
         if image.shape[1:] != shape:
             problems.append(f"{path}: channel shape {image.shape[1:]} != first channel {shape}")
-        problems += geometry_problems(str(path), "channel", ref_geo, geo)
+        if grid := geometry_problem("channel", ref_geo, geo):
+            problems.append(f"{path}: {grid}")
     if record.label is None or ref_geo is None:
         return problems, channels
     try:
@@ -71,8 +72,8 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
     where = _where(record.label, record.key)
     if label.shape != shape:
         problems.append(f"{where}: label shape {label.shape} != image shape {shape}")
-    else:
-        problems += geometry_problems(where, "label", ref_geo, label_geo)
+    elif grid := geometry_problem("label", ref_geo, label_geo):
+        problems.append(f"{where}: {grid}")
     if label_values is not None:
         undeclared = sorted(set(np.unique(label).tolist()) - set(label_values))
         if undeclared:
