@@ -48,6 +48,10 @@ class Plan:
         median_shape: Median case shape at the target spacing.
         in_channels: Image channels.
         memory_budget_voxels: Voxels per batch the plan was sized for.
+        canonical_directions: Flip each scan's axes to run the way a RAS-stored scan's do
+            before anything else (and back at the end of prediction), so a DICOM series (LPS)
+            or a scan stored with a flipped axis meets the network as the training scans did.
+            New plans: true; plans saved before the field existed: false, as they trained.
     """
 
     spacing: list[float]
@@ -60,6 +64,7 @@ class Plan:
     median_shape: list[float] = field(default_factory=list)
     in_channels: int = 1
     memory_budget_voxels: int = DEFAULT_MEMORY_BUDGET
+    canonical_directions: bool = False
 
     def __post_init__(self) -> None:
         total = self.total_stride
@@ -87,6 +92,8 @@ class Plan:
     def preprocessing_hash(self) -> str:
         """Hash of the fields that change preprocessed arrays (not patch or batch size)."""
         key = [self.spacing, self.normalization, self.intensity_properties]
+        if self.canonical_directions:  # (false leaves the hashes of older caches as they were)
+            key.append("canonical_directions")
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self, path: str | Path) -> None:
@@ -220,6 +227,7 @@ def plan_experiment(
         median_shape=[round(float(m), 1) for m in median],
         in_channels=fingerprint.in_channels,
         memory_budget_voxels=int(memory_budget_voxels),
+        canonical_directions=bool(ov.get("canonical_directions", True)),
     )
 
 

@@ -137,6 +137,19 @@ def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
     return out
 
 
+def reversed_axes(affine: np.ndarray) -> list[int]:
+    """The array axes (0, 1, 2 = D, H, W) that run against the world axis they follow: those a
+    RAS-stored NIfTI runs along (DICOM's LPS reverses two, a flipped axis one)."""
+    from nibabel.orientations import io_orientation
+
+    return [int(a) for a in np.flatnonzero(io_orientation(np.asarray(affine))[:, 1] < 0)]
+
+
+def _unflip(array: np.ndarray, properties: dict, first_spatial: int) -> np.ndarray:
+    axes = [first_spatial + a for a in properties.get("flipped_axes") or []]
+    return np.ascontiguousarray(np.flip(array, axes)) if axes else array
+
+
 def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
     """Map a ``(D, H, W)`` label predicted on a preprocessed case back onto the original scan.
 
@@ -148,7 +161,7 @@ def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
     cropped = resample_label(np.asarray(label), tuple(b - a for a, b in box))
     out = np.zeros(properties["original_shape"], dtype=cropped.dtype)
     out[tuple(slice(a, b) for a, b in box)] = cropped
-    return out
+    return _unflip(out, properties, 0)
 
 
 def revert_image(
@@ -164,7 +177,7 @@ def revert_image(
     out = np.empty((array.shape[0], *properties["original_shape"]), np.float32)
     out[:] = np.asarray(fill, np.float32).reshape(-1, 1, 1, 1)
     out[(slice(None), *(slice(a, b) for a, b in box))] = cropped
-    return out
+    return _unflip(out, properties, 1)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -175,13 +188,18 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 def prepare_case(
     image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Crop, resample and normalise one case in memory, as training and inference both need.
+    """Flip to the RAS directions (``plan.canonical_directions``), crop, resample and normalise
+    one case in memory, as training and inference both need.
 
     Returns:
         The image ``(C, D, H, W)`` at the plan's spacing, the label (or ``None``) and the
         properties :func:`revert_preprocessing` needs to map a prediction back.
     """
     original_shape = list(image.shape[1:])
+    flips = reversed_axes(geometry.affine) if plan.canonical_directions else []
+    if flips:  # the shape and spacing stay; the crop box is then in the flipped frame
+        image = np.flip(image, [a + 1 for a in flips])
+        label = np.flip(label, flips) if label is not None else None
     image, label, box = crop_to_nonzero(image, label)
     new_shape = resampled_shape(image.shape[1:], geometry.spacing, plan.spacing)
     spacing = np.asarray(geometry.spacing)
@@ -195,6 +213,7 @@ def prepare_case(
         "original_spacing": list(geometry.spacing),
         "affine": np.asarray(geometry.affine).tolist(),
         "crop_box": box,
+        "flipped_axes": flips,
         "spacing": list(plan.spacing),
         "has_label": label is not None,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,9 +15,11 @@ from hybrid_unet.data.planning import plan_experiment
 from hybrid_unet.data.preprocessing import (
     crop_to_nonzero,
     load_preprocessed,
+    prepare_case,
     preprocess_dataset,
     resample_image,
     resample_label,
+    revert_image,
     revert_preprocessing,
 )
 from hybrid_unet.data.real import DatasetSource
@@ -105,6 +109,41 @@ def test_revert_preprocessing_restores_original_grid(tmp_path, decathlon_writer)
     original, _ = read_label(root / "labelsTr" / "case_001.nii.gz")
     assert restored.shape == original.shape
     assert (restored == original).mean() > 0.97
+
+
+def test_a_scan_stored_with_reversed_axes_meets_the_network_as_a_ras_one(tmp_path):
+    """The same anatomy stored two ways (RAS, and LPS with x and y reversed, as DICOM stores
+    it): the same world positions, so the same preprocessed array, and a prediction on it maps
+    back onto each stored grid."""
+    from hybrid_unet.data.io.geometry import Geometry
+    from hybrid_unet.data.planning import Plan
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, 6, 9, 7)).astype(np.float32)
+    image[0, 1:4, 2:5, 1:3] += 5.0  # an asymmetric bright block
+    # index (d, h, w) -> world (x, y, z) mm: x = 0.8 w, y = 0.9 h, z = 2 d
+    ras = np.array([[0, 0, 0.8, 0], [0, 0.9, 0, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])
+    # the same scan with h and w stored reversed: x = 0.8 (6 - w), y = 0.9 (8 - h)
+    lps = np.array([[0, 0, -0.8, 4.8], [0, -0.9, 0, 7.2], [2.0, 0, 0, 0], [0, 0, 0, 1]])
+    stored = np.flip(image, (2, 3)).copy()
+    np.testing.assert_allclose(lps @ [0, 8, 6, 1], ras @ [0, 0, 0, 1], atol=1e-9)  # same point
+    plan = Plan(spacing=[2.0, 0.9, 0.8], patch_size=[4, 8, 8], batch_size=1,
+                strides=[[1, 1, 1]], kernel_sizes=[[3, 3, 3]], normalization=["zscore"],
+                intensity_properties=[{}],
+                canonical_directions=True)  # fmt: skip
+    a, _, props_a = prepare_case(image, None, Geometry(spacing=(2.0, 0.9, 0.8), affine=ras), plan)
+    b, _, props_b = prepare_case(stored, None, Geometry(spacing=(2.0, 0.9, 0.8), affine=lps), plan)
+    assert props_a["flipped_axes"] == [] and props_b["flipped_axes"] == [1, 2]
+    np.testing.assert_allclose(a, b)
+    label = (a[0] > 2).astype(np.uint8)
+    np.testing.assert_array_equal(revert_preprocessing(label, props_b),
+                                  np.flip(revert_preprocessing(label, props_a), (1, 2)))  # fmt: skip
+    maps = np.stack([a[0], -a[0]])
+    np.testing.assert_allclose(revert_image(maps, props_b),
+                               np.flip(revert_image(maps, props_a), (2, 3)), atol=1e-5)  # fmt: skip
+    old = dataclasses.replace(plan, canonical_directions=False)  # a plan saved before the field
+    c, _, props_c = prepare_case(stored, None, Geometry(spacing=(2.0, 0.9, 0.8), affine=lps), old)
+    assert props_c["flipped_axes"] == [] and not np.allclose(a, c)
 
 
 def test_resample_image_coarse_axis_is_linear():
