@@ -49,10 +49,24 @@ def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     return device
 
 
+def _fit_stages_to_model(source_cfg: dict, model_cfg: dict) -> dict:
+    """When the plan will choose the strides, let it plan as many stages as ``model.features``
+    has widths (an anisotropic dataset would otherwise get a stage more than the model's lists
+    hold); an explicit ``plan_overrides.max_stages`` wins."""
+    features = model_cfg.get("features")
+    if "plan_overrides" not in source_cfg or model_cfg.get("strides") is not None:
+        return source_cfg
+    if not isinstance(features, list | tuple):
+        return source_cfg
+    overrides = dict(source_cfg.get("plan_overrides") or {})
+    overrides.setdefault("max_stages", len(features))
+    return {**source_cfg, "plan_overrides": overrides}
+
+
 def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     """Build the case source and pick this fold's cases (splits saved in the run dir)."""
     data = cfg["data"]
-    source = instantiate(data["source"])
+    source = instantiate(_fit_stages_to_model(data["source"], cfg["model"]))
     channels = getattr(source, "in_channels", None)
     if channels is not None and channels != data["in_channels"]:
         raise ConfigError([f"config key 'data.in_channels' is {data['in_channels']} but the "

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hybrid_unet.data.fingerprint import Fingerprint
+from hybrid_unet.data.fingerprint import Fingerprint, compute_fingerprint
+from hybrid_unet.data.layouts import detect_layout
 from hybrid_unet.data.planning import Plan, apply_plan, plan_experiment, target_spacing
 
 INTENSITY = [
@@ -107,3 +108,24 @@ def test_apply_plan_fills_only_nulls():
     assert model.strides == plan.strides
     with pytest.raises(ValueError, match=r"4 stages.*data\.source\.plan_overrides={strides"):
         apply_plan(plan, {"patch_size": None}, {"strides": None, "features": [8, 16]})
+
+
+def test_an_anisotropic_dataset_is_planned_with_as_many_stages_as_the_model_has(tmp_path):
+    """3 mm slices plan a fifth stage on their own; with the plan choosing the strides the
+    model's four widths cap it, so the default model lists fit without overrides."""
+    from hybrid_unet.config.validate import check_config
+    from hybrid_unet.engine.build import build_data
+    from tests.data.conftest import write_decathlon
+    from tests.helpers import compose_config
+
+    root = write_decathlon(tmp_path / "aniso", num_cases=2, shape=(96, 96, 20),
+                           spacing=(0.8, 0.8, 3.0))  # fmt: skip
+    alone = plan_experiment(compute_fingerprint(detect_layout(root).cases))
+    assert alone.num_stages == 5
+    cfg = check_config(compose_config([
+        "data=hippocampus", f"data.source.root={root}", f"data.source.cache_dir={tmp_path / 'c'}",
+        "data.source.num_workers=0", "data.num_folds=2", f"paths.output_dir={tmp_path}",
+    ]))  # fmt: skip
+    build_data(cfg, tmp_path)
+    assert len(cfg["model"]["strides"]) == len(cfg["model"]["features"]) == 4
+    assert cfg["model"]["strides"][1][0] == 1  # no pooling along the 3 mm axis first
