@@ -29,7 +29,7 @@ from hybrid_unet.cli import exit_on_user_error as _exit_on_user_error
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
-from hybrid_unet.engine.sweep import finished_summary
+from hybrid_unet.engine.sweep import check_same_job, finished_summary
 
 register_configs()
 # Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
@@ -47,25 +47,30 @@ def train(cfg: DictConfig) -> float:
     _composed.append(True)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-run sweep picks up where it was
-        done = finished_summary(run_dir)
-        if done is not None:
-            print(f"Skipping {run_dir}: finished before (summary.json).")
-            return float("nan") if done["best_mean_dice"] is None else done["best_mean_dice"]
-        if cfg.trainer.resume is None and (run_dir / "checkpoints").is_dir():
-            cfg.trainer.resume = "auto"
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and cfg.trainer.resume is None and (run_dir / "checkpoints").is_dir():
+        cfg.trainer.resume = "auto"  # a re-run sweep picks up where it was
     try:
         if cfg.trainer.resume is None and _checkpoints(run_dir):  # never train over a run
             raise ConfigError([f"{run_dir} already holds a run ({_checkpoints(run_dir)[0].name}): "
                                f"continue it with trainer.resume={run_dir}, or choose another "
                                "run dir"])  # fmt: skip
         resolved = check_config(cfg)
+        if multirun:
+            check_same_job(run_dir, resolved)
+            done = finished_summary(run_dir)
+            if done is not None:
+                print(f"Skipping {run_dir}: finished before (summary.json).")
+                return float("nan") if done["best_mean_dice"] is None else done["best_mean_dice"]
         try:
             trainer = Trainer(resolved, run_dir)
         except ValueError as exc:  # constructors validate their arguments
             raise ConfigError([f"invalid configuration: {exc}"]) from exc
         summary = trainer.fit()
         trainer.close()
+        if multirun and trainer.stopping:  # a stop signal stops the sweep, not just this job
+            print("The sweep stops here; run the same command again to resume it.")
+            raise SystemExit(130 if trainer.stopped_by == "SIGINT" else 143)
     except Exception as exc:
         # Caught here, not only in main(): Hydra prints an extra line for a failing job.
         _discard_if_empty(run_dir)
@@ -104,40 +109,44 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 class _RunFilesGuard:
-    """Hydra rewrites ``.hydra/`` of an existing run dir (a resume, or a new run pointed at an
-    old one) before the run starts; if the run then fails without writing a checkpoint,
-    :meth:`restore` puts the old files back, so a refused override does not become part of the
-    run and spoil its next resume."""
+    """Hydra rewrites ``.hydra/`` of an existing run dir (a resume, a new run pointed at an old
+    one, a re-run sweep's jobs) before the run starts; if the command then fails, :meth:`restore`
+    puts the old files back in every dir whose ``last.pt`` it did not change, so a refused
+    override does not become part of a run and spoil its next resume."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.run_dir = _named_run_dir(argv)
-        self.files = {}
-        if self.run_dir is not None and (self.run_dir / ".hydra").is_dir():
-            self.files = {p: p.read_bytes() for p in (self.run_dir / ".hydra").glob("*.yaml")}
-        self.last = self._last_checkpoint()
-
-    def _last_checkpoint(self) -> tuple | None:
-        path = self.run_dir / "checkpoints" / "last.pt" if self.run_dir else None
-        return (path.stat().st_mtime_ns, path.stat().st_size) if path and path.exists() else None
+        self.saved = {}
+        for run_dir in _named_run_dirs(argv):
+            files = {p: p.read_bytes() for p in (run_dir / ".hydra").glob("*.yaml")}
+            if files:
+                self.saved[run_dir] = (files, _last_checkpoint(run_dir))
 
     def restore(self) -> None:
-        if self.files and self._last_checkpoint() == self.last:
-            for path, content in self.files.items():
-                atomic_write_text(path, content.decode())
+        for run_dir, (files, last) in self.saved.items():
+            if _last_checkpoint(run_dir) == last:
+                for path, content in files.items():
+                    atomic_write_text(path, content.decode())
 
 
-def _named_run_dir(argv: list[str]) -> Path | None:
-    """The run dir a single run's command names (``hydra.run.dir``, or ``run_name`` under
-    ``paths.runs_dir``), when it can be told without composing the config."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        return None
+def _last_checkpoint(run_dir: Path) -> tuple | None:
+    path = run_dir / "checkpoints" / "last.pt"
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+
+
+def _named_run_dirs(argv: list[str]) -> list[Path]:
+    """The existing run dirs a command names, when they can be told without composing the
+    config: ``hydra.run.dir`` or ``run_name`` under ``paths.runs_dir`` (a sweep: its jobs)."""
     given = {_override_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
-    if "hydra.run.dir" in given:
-        return Path(given["hydra.run.dir"])
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     runs = given.get("paths.runs_dir", os.environ.get("HYBRID_UNET_RUNS", "runs"))
+    if "hydra.run.dir" in given and not multirun:
+        return [Path(given["hydra.run.dir"])]
     if "run_name" not in given or "${" in runs + given["run_name"]:
-        return None
-    return Path(runs) / given["run_name"]
+        return []
+    if not multirun:
+        return [Path(runs) / given["run_name"]]
+    sweep = Path(runs) / "multirun" / given["run_name"]
+    return sorted(p.parent for p in sweep.glob("*/.hydra")) if sweep.is_dir() else []
 
 
 def _discard_if_empty(run_dir: Path) -> None:
@@ -256,6 +265,10 @@ def main() -> None:
         if user_wants_traceback:
             raise
         _exit_on_user_error(exc)
+        if not _composed and any(a.startswith("hydra/launcher=") for a in sys.argv):
+            # The jobs ran in other processes (SLURM, submitit): this is the launcher's failure
+            print(f"error: the sweep's launcher failed: {describe_exception(exc)}", file=sys.stderr)
+            raise SystemExit(1) from None
         if not _composed:  # Hydra failed on the overrides themselves (e.g. "loss=0")
             print(f"error: cannot compose the config: {describe_exception(exc)}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -1,7 +1,10 @@
 """Multirun support: skip finished jobs, resume unfinished ones, tabulate the sweep.
 
 A sweep is re-runnable when its dirs are stable: name it (``run_name=my_sweep``) and the
-same command maps every job to the same ``<runs>/multirun/my_sweep/<num>_<overrides>`` dir.
+same command maps every job to the same ``<runs>/multirun/my_sweep/<job number>`` dir. A
+changed command (another value added, another Optuna seed) numbers its jobs differently, so
+before a job skips or resumes a dir, :func:`check_same_job` compares the settings the dir was
+trained with against the job's own.
 """
 
 from __future__ import annotations
@@ -26,6 +29,38 @@ def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return summary if summary.get("complete") else None
+
+
+# Keys that may differ between two launches of one job: where it runs, how it reports.
+_NOT_SETTINGS = ("trainer.resume", "trainer.progress", "run_name", "paths.")
+
+
+def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
+    """Refuse a job dir whose newest checkpoint was trained with other settings than ``resolved``
+    (values the plan fills later, null in ``resolved``, are not compared).
+
+    Raises:
+        ConfigError: naming the dir and the first differing keys.
+    """
+    from hybrid_unet.config.errors import ConfigError
+    from hybrid_unet.engine.manager import find_resumable
+    from hybrid_unet.engine.resume import config_changes
+
+    found = find_resumable(Path(run_dir) / "checkpoints")
+    if found is None:
+        return
+    stored = found[1].get("config") or {}
+    changes = [
+        f"{key}: {before!r} there, {after!r} now"
+        for key, before, after in config_changes(stored, resolved)
+        if after is not None and not key.startswith(_NOT_SETTINGS)
+    ]
+    if changes:
+        raise ConfigError([
+            f"{run_dir} holds a sweep job trained with other settings ("
+            + "; ".join(changes[:3]) + (" ..." if len(changes) > 3 else "")
+            + "): a changed sweep numbers its jobs anew, so give it its own run_name"
+        ])  # fmt: skip
 
 
 def sweep_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -55,10 +90,16 @@ class SweepSummary(Callback):
 
     def __init__(self, filename: str = "sweep_summary.csv") -> None:
         self.filename = filename
+        self.job_dirs: set[str] = set()  # this launch's jobs (empty when jobs run elsewhere)
+
+    def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
+        self.job_dirs.add(str(Path(config.hydra.runtime.output_dir)))
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = sweep_rows(sweep_dir)
+        if self.job_dirs:  # not the dirs an earlier, larger sweep left under the same name
+            rows = [r for r in rows if str(Path(r["run_dir"])) in self.job_dirs]
         if not rows:
             return
         path = sweep_dir / self.filename

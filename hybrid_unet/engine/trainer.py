@@ -105,6 +105,7 @@ class Trainer:
                 self.net, device_ids=ids, find_unused_parameters=True
             )
         self.stopping = False  # a stop signal reached (on any rank)
+        self.stopped_by: str | None = None  # the signal, on the rank that received it
         resume_from = resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(*resume_from) if resume_from else None
         resume_step = self.state.step if resume_from else None
@@ -155,6 +156,7 @@ class Trainer:
                 ) from exc
             finally:
                 self.logger.close()
+            self.stopped_by = stop.requested  # "SIGTERM" / "SIGINT", None on other ranks
             if self.stopping and self.dist.is_main:
                 print(f"Stopped by {stop.requested or 'a signal to another rank'} at step {state.step} (saved "
                       f"{self.ckpt_dir / 'last.pt'}); resume with trainer.resume={self.run_dir}")  # fmt: skip

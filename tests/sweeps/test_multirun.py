@@ -37,3 +37,49 @@ def test_grid_sweep_tabulates_and_a_rerun_skips_or_resumes(tmp_path):
     assert f"Resumed from {jobs[2] / 'checkpoints'}" in again.stdout
     assert (jobs[2] / "summary.json").exists()
     assert sorted(p for p in sweep_dir.iterdir() if p.is_dir()) == jobs  # no new dirs
+
+
+def test_a_changed_sweep_never_takes_another_jobs_results(tmp_path):
+    """Job dirs are numbered: reordering or adding values maps a number to other settings.
+    Such a dir is refused (its recorded overrides left as they were) instead of being skipped
+    as finished under the new settings, and a smaller re-run tabulates only its own jobs."""
+    base = ["-m", "run_name=s", *TINY, "trainer.max_epochs=1", "data.max_val_cases=1"]
+    first = run_train([*base, "loss=dice_ce,dice_focal"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep_dir = tmp_path / "runs" / "multirun" / "s"
+    recorded = (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text()
+    swapped = run_train([*base, "loss=dice_focal,dice_ce"], tmp_path)
+    assert swapped.returncode == 2 and "Traceback" not in swapped.stderr, swapped.stderr[-3000:]
+    assert f"{sweep_dir / '0'} holds a sweep job trained with other settings" in swapped.stderr
+    assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text() == recorded
+    smaller = run_train([*base, "loss=dice_ce"], tmp_path)
+    assert smaller.returncode == 0, smaller.stderr[-3000:]
+    assert smaller.stdout.count("finished before (summary.json)") == 1
+    with open(sweep_dir / "sweep_summary.csv") as f:
+        assert [r["job"] for r in csv.DictReader(f)] == ["0"]
+
+
+def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from hybrid_unet.engine import trainer as trainer_module
+    from tests.helpers import cli
+
+    real_step, calls = trainer_module.train_step, []
+
+    def step_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    result = cli(["-m", "run_name=stop", *TINY, "trainer.max_epochs=1", "loss=dice_ce,dice"],
+                 tmp_path)  # fmt: skip
+    assert result.code == 143, result.stderr[-3000:]
+    assert "Stopped by SIGTERM at step 2" in result.stdout
+    assert "The sweep stops here" in result.stdout
+    sweep_dir = tmp_path / "runs" / "multirun" / "stop"
+    assert (sweep_dir / "0" / "checkpoints" / "last.pt").exists()
+    assert not (sweep_dir / "1").exists()  # the second job never started
