@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.data.errors import DataError
@@ -23,8 +24,6 @@ def exit_on_user_error(exc: Exception) -> None:
 def output_dir_problem(path: str | os.PathLike, what: str = "output") -> str | None:
     """Why ``path`` cannot become an output folder (it is a file, or lies under one), else
     ``None``; ``what`` names the option in the message."""
-    from pathlib import Path
-
     folder = Path(path)
     for p in (folder, *folder.parents):
         if p.exists():
