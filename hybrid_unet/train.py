@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from hybrid_unet.cli import exit_on_user_error as _exit_on_user_error
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
+from hybrid_unet.engine.signals import exit_on_sigterm
 from hybrid_unet.engine.sweep import check_same_job, finished_summary
 
 register_configs()
@@ -253,6 +255,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     _composed.clear()
     guard = None
+    previous_sigterm = exit_on_sigterm()
     try:
         sys.argv = [sys.argv[0], *torchrun_argv(sweep_argv(resume_argv(sys.argv[1:])))]
         guard = _RunFilesGuard(sys.argv[1:])
@@ -273,6 +276,8 @@ def main() -> None:
             print(f"error: cannot compose the config: {describe_exception(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

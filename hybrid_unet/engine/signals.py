@@ -36,3 +36,17 @@ class StopRequest:
             raise SystemExit(130)
         self.requested = name
         print(f"\n{name} received: finishing this step, saving, then exiting.", file=sys.stderr)
+
+
+def exit_on_sigterm():
+    """Outside the training loop (start-up, preprocessing, the closing lines) SIGTERM ends the
+    process at once with a line saying so, instead of silently: there is no step to finish,
+    and every file is written atomically. :class:`StopRequest` takes over inside the loop. Returns the handler it
+    replaced."""
+
+    def _exit(signum: int, frame) -> None:
+        print("\nSIGTERM received outside training: exiting; nothing is lost (every file is "
+              "written atomically).", file=sys.stderr)  # fmt: skip
+        raise SystemExit(143)
+
+    return signal.signal(signal.SIGTERM, _exit)  # the previous handler, to put back

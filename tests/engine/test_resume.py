@@ -104,3 +104,25 @@ def test_a_resume_cleans_temporaries_and_a_restart_logs_no_step_twice(tmp_path):
     assert "trainer.resume=auto: no readable checkpoint" in auto.stdout
     assert not torn.exists()
     assert [r["step"] for r in _rows(run)] == ["3"]  # the first attempt's row was dropped
+
+
+def test_sigterm_during_start_up_exits_with_a_line_and_no_checkpoint(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from hybrid_unet.engine import build
+
+    real = build.build_data
+
+    def build_then_sigterm(*args, **kwargs):
+        data = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # as if preempted while the data were prepared
+        return data
+
+    monkeypatch.setattr(build, "build_data", build_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    result = cli([*TINY, "trainer.max_epochs=1", "run_name=r"], tmp_path)
+    assert result.code == 143, result.stderr[-3000:]
+    assert "SIGTERM received outside training: exiting" in result.stderr
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+    assert signal.getsignal(signal.SIGTERM) is before  # the entry point put its handler back
