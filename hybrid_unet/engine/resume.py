@@ -15,7 +15,9 @@ from hybrid_unet.config.errors import ConfigError
 # Config groups restored from the checkpoint, and the keys inside them that may still change.
 _RESTORED = ("model", "loss", "optimizer", "scheduler")
 _MAY_CHANGE = {"scheduler.total_steps"}  # extending a run (README: fix it to keep the LR)
-_NOT_A_CHANGE = {"trainer.resume"}
+# Keys that may differ between two launches of one run without being settings: where it runs
+# (a default run_name is the launch time) and how it reports.
+NOT_SETTINGS = ("trainer.resume", "trainer.progress", "run_name", "paths.")
 
 
 def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -35,7 +37,7 @@ def check_resume_config(old: dict, new: dict, checkpoint: str) -> list[str]:
     Raises:
         ConfigError: one line per changed key of the restored state.
     """
-    changes = [c for c in config_changes(old, new) if c[0] not in _NOT_A_CHANGE]
+    changes = [c for c in config_changes(old, new) if not c[0].startswith(NOT_SETTINGS)]
     refused = [
         f"{key}: {before!r} in the checkpoint, {after!r} now"
         for key, before, after in changes

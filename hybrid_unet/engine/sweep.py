@@ -31,10 +31,6 @@ def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
     return summary if summary.get("complete") else None
 
 
-# Keys that may differ between two launches of one job: where it runs, how it reports.
-_NOT_SETTINGS = ("trainer.resume", "trainer.progress", "run_name", "paths.")
-
-
 def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
     """Refuse a job dir whose newest checkpoint was trained with other settings than ``resolved``
     (values the plan fills later, null in ``resolved``, are not compared).
@@ -44,7 +40,7 @@ def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
     """
     from hybrid_unet.config.errors import ConfigError
     from hybrid_unet.engine.manager import find_resumable
-    from hybrid_unet.engine.resume import config_changes
+    from hybrid_unet.engine.resume import NOT_SETTINGS, config_changes
 
     found = find_resumable(Path(run_dir) / "checkpoints")
     if found is None:
@@ -53,7 +49,7 @@ def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
     changes = [
         f"{key}: {before!r} there, {after!r} now"
         for key, before, after in config_changes(stored, resolved)
-        if after is not None and not key.startswith(_NOT_SETTINGS)
+        if after is not None and not key.startswith(NOT_SETTINGS)
     ]
     if changes:
         raise ConfigError([
