@@ -62,12 +62,32 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         return f"--num-classes counts the background and must be >= 2, got {args.num_classes}"
     if args.out and (problem := output_dir_problem(args.out, "--out")):
         return problem
+    if args.out and (foreign := _foreign_summary(args.out / "summary.json")):
+        return foreign
     run = args.decide_postprocessing
     if run and not run.is_dir():
         return f"--decide-postprocessing {run} does not exist or is not a folder"
     if run and not ((run / "checkpoints").is_dir() or (run / ".hydra").is_dir()):
         return f"--decide-postprocessing {run} is not a run dir: no checkpoints/ or .hydra/ inside"
     return None
+
+
+def _foreign_summary(path: Path) -> str | None:
+    """Why ``path`` must not be overwritten: a ``summary.json`` that evaluate did not write.
+
+    ``predict`` writes its own ``summary.json`` (the cases, failures and settings) beside the
+    label maps, so ``--out`` pointed at a predictions folder would replace it.
+    """
+    if not path.is_file():
+        return None
+    try:
+        ours = "per_class" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if ours:
+        return None
+    return (f"--out {path.parent} already holds a summary.json that evaluate did not write "
+            f"(predict's, for one); give another folder, e.g. --out {path.parent / 'evaluation'}")  # fmt: skip
 
 
 def _label_files(folder: Path) -> list[Path]:

@@ -133,3 +133,17 @@ def test_decide_postprocessing_needs_an_existing_run_dir(tmp_path, capsys, run):
     assert f"--decide-postprocessing {tmp_path / run}" in _one_error_line(capsys)
     assert not (tmp_path / "missing").exists()
     assert not (tmp_path / "plain" / "postprocessing.json").exists()
+
+
+def test_out_on_a_predictions_folder_keeps_predicts_summary(tmp_path, capsys):
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    predicts = {"cases": [{"case": "a"}], "failed": [], "settings": {}}
+    (tmp_path / "pred" / "summary.json").write_text(json.dumps(predicts))
+    assert main([*args, "--out", str(tmp_path / "pred")]) == 2
+    line = _one_error_line(capsys)
+    assert "summary.json" in line and str(tmp_path / "pred" / "evaluation") in line
+    assert json.loads((tmp_path / "pred" / "summary.json").read_text()) == predicts
+    assert not (tmp_path / "pred" / "metrics.csv").exists()
+    # evaluate's own summary may be replaced: a second scoring into the same folder works
+    assert main([*args, "--out", str(tmp_path / "scores")]) == 0
+    assert main([*args, "--out", str(tmp_path / "scores")]) == 0
