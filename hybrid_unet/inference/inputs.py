@@ -5,6 +5,8 @@
 * a DICOM series folder, or a folder whose subfolders are series (one case per series; NIfTI
   files beside them are cases too);
 * an HDF5 file (one case per group, layout of :mod:`hybrid_unet.data.io.hdf5`);
+* a NumPy ``.npy`` (spacing from its ``.json`` sidecar) or ``.npz`` file, or a folder of them
+  (one case per file, layout of :mod:`hybrid_unet.data.io.numpy_io`);
 * a ``dataset.json`` (Decathlon or nnU-Net v2): its ``test`` list or ``imagesTs/`` (split
   ``test``), every training image (``training``), or a run's validation fold (``val``).
 """
@@ -23,12 +25,13 @@ from hybrid_unet.data.io.hdf5 import list_hdf5_cases
 from hybrid_unet.data.layouts import CaseRecord, detect_layout
 
 _NIFTI = (".nii.gz", ".nii")
+_NUMPY = (".npy", ".npz")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (*_NIFTI, ".h5", ".hdf5", ".dcm"):
+    for suffix in (*_NIFTI, *_NUMPY, ".h5", ".hdf5", ".dcm"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -64,13 +67,15 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
         return [CaseRecord(folder.name, [folder], None)]
     entries = visible_entries(folder)
     niftis = [p for p in entries if p.is_file() and p.name.endswith(_NIFTI)]
+    arrays = [p for p in entries if p.is_file() and p.name.lower().endswith(_NUMPY)]
     series = [p for p in entries if p.is_dir() and _is_dicom_folder(p)]
     cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
+    cases += [CaseRecord(_stem(p), [p], None) for p in arrays]
     if cases:
         return sorted(cases, key=lambda c: c.name)
     if (folder / "dataset.json").is_file():
         return _dataset_cases(folder / "dataset.json", "test", None)
-    raise DataError(folder, "holds no NIfTI file, DICOM series or dataset.json")
+    raise DataError(folder, "holds no NIfTI or NumPy file, DICOM series or dataset.json")
 
 
 def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
@@ -104,6 +109,8 @@ def _hdf5_cases(path: Path) -> list[CaseRecord]:
 _FILE_KINDS: dict[str, Callable[[Path], list[CaseRecord]]] = {
     ".nii.gz": lambda p: _nifti_cases([p]),
     ".nii": lambda p: _nifti_cases([p]),
+    ".npy": lambda p: [CaseRecord(_stem(p), [p], None)],
+    ".npz": lambda p: [CaseRecord(_stem(p), [p], None)],
     ".h5": _hdf5_cases,
     ".hdf5": _hdf5_cases,
 }
@@ -133,10 +140,14 @@ def find_cases(
     elif source.is_file():
         kind = next((k for k in _FILE_KINDS if source.name.lower().endswith(k)), None)
         if kind is None:
-            raise DataError(source, "unknown input (NIfTI, HDF5, dataset.json or a folder)")
+            raise DataError(source, "unknown input (NIfTI, HDF5, NumPy, dataset.json or a folder)")
         cases = _FILE_KINDS[kind](source)
     else:
         raise DataError(source, "no such file or folder")
     if not cases:
         raise DataError(source, "no scan found")
+    names = [c.name for c in cases]
+    if clashes := sorted({n for n in names if names.count(n) > 1}):
+        raise DataError(source, f"several scans are named {', '.join(clashes[:5])}: their "
+                                "predictions would overwrite each other")  # fmt: skip
     return cases

@@ -200,6 +200,35 @@ def test_hdf5_and_dataset_json_inputs(tiny_run, tmp_path):
     assert os.path.isfile(tmp_path / "ds_out" / "t1.nii.gz")
 
 
+def test_numpy_inputs_a_file_or_a_folder_of_npy_and_npz(tiny_run, tmp_path):
+    from hybrid_unet.data.io.numpy_io import write_npz
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    np.save(folder / "n0.npy", phantom(0))
+    (folder / "n0.json").write_text(json.dumps({"spacing": list(SPACING)}))  # the sidecar
+    write_npz(folder / "n1.npz", phantom(1)[None], spacing=SPACING)
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={folder}",
+                                   f"output={tmp_path}/np"])  # fmt: skip
+    assert [c["case"] for c in summary["cases"]] == ["n0", "n1"] and not summary["failed"]
+    for name in ("n0", "n1"):
+        label, geometry = read_image(tmp_path / "np" / f"{name}.nii.gz")
+        assert label.shape[1:] == (14, 40, 30) and np.allclose(geometry.spacing, SPACING)
+    summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={folder}/n1.npz",
+                                   f"output={tmp_path}/one"])  # fmt: skip
+    assert [c["case"] for c in summary["cases"]] == ["n1"]
+
+
+def test_scans_that_share_a_name_are_refused_before_any_prediction(tmp_path):
+    from hybrid_unet.data.errors import DataError
+    from hybrid_unet.inference.inputs import find_cases
+
+    write_scan(tmp_path / "a.nii.gz", seed=0)
+    np.save(tmp_path / "a.npy", phantom(0))
+    with pytest.raises(DataError, match="several scans are named a:"):
+        find_cases(tmp_path)
+
+
 def test_dataset_json_val_split_predicts_the_runs_validation_fold(tiny_run, tmp_path):
     fold = json.loads((tiny_run / "splits.json").read_text())[0]["val"]
     root = tmp_path / "ds"
