@@ -86,7 +86,8 @@ def predict_cases(
 
     Writes, in ``output``: one label map per case, ``volumes.csv`` (per case, each structure's
     volume in mL and number of connected components) and ``summary.json`` (per case the files
-    written or the error, and ``settings``). Both tables are rewritten after every case.
+    written or the error, the label map's ``shape_xyz`` and ``spacing_xyz`` in the written
+    NIfTI's order, and ``settings``). Both tables are rewritten after every case.
 
     Returns:
         The summary: ``{"cases": [...], "failed": [...], "settings": {...}}``.
@@ -116,7 +117,9 @@ def predict_cases(
             volumes.append(row)
             summary["cases"].append(
                 {"case": case.name, "input": _inputs(case), "outputs": written, "seconds": seconds,
-                 "shape": list(result.label.shape), "spacing": list(geometry.spacing)}
+                 # the written NIfTI's own (x, y, z) order, as nibabel reports it
+                 "shape_xyz": list(result.label.shape)[::-1],
+                 "spacing_xyz": [float(s) for s in geometry.spacing][::-1]}
             )  # fmt: skip
             log(f"{case.name} -> {written['label']} ({seconds:.2f} s)")
         atomic_write_text(output / VOLUMES_FILE, csv_text(volumes))

@@ -69,6 +69,9 @@ def test_ensemble_writes_masks_volumes_and_a_summary_naming_the_bad_file(
         source, pred = nib.load(scans / f"case_{i}.nii.gz"), nib.load(out / f"case_{i}.nii.gz")
         assert pred.shape == source.shape
         np.testing.assert_allclose(pred.affine, source.affine, atol=1e-5)
+        entry = next(c for c in summary["cases"] if c["case"] == f"case_{i}")
+        assert tuple(entry["shape_xyz"]) == pred.shape  # the order nibabel reports
+        np.testing.assert_allclose(entry["spacing_xyz"], pred.header.get_zooms(), rtol=1e-6)
         mask = np.asarray(pred.dataobj)
         for c in (1, 2, 3):  # the phantom run has 4 classes
             expected = round(float((mask == c).sum()) * voxel_ml, 6)
