@@ -7,6 +7,7 @@ preprocessed image into class probabilities.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,11 @@ from hybrid_unet.inference.postprocessing import keep_largest_component
 
 # A preprocessed image (C, D, H, W) -> one (K, D, H, W) softmax per ensemble member or sample.
 Members = Callable[[np.ndarray], Iterable[np.ndarray]]
+
+# How far a scan may lie from the training cases before predict says so: voxel size per axis
+# (times the plan's spacing) and field of view (times the median training case's volume).
+SPACING_FACTOR = 3.0
+VOLUME_FACTOR = 8.0
 
 
 @dataclass
@@ -59,6 +65,35 @@ def average_members(
     return mean, np.maximum(_entropy(mean) - entropy / n, 0.0).astype(np.float32)
 
 
+def unlike_training(plan: Plan, spacing: Sequence[float], shape: Sequence[int]) -> str | None:
+    """Why a scan is far from what the run trained on, or ``None``.
+
+    Args:
+        plan: The run's plan (target spacing, median training case shape at that spacing).
+        spacing: The scan's voxel size ``(sd, sh, sw)`` mm.
+        shape: The scan's shape after cropping and resampling to ``plan.spacing``.
+    """
+    notes = []
+    ratios = [max(s / t, t / s) for s, t in zip(spacing, plan.spacing, strict=True)]
+    if max(ratios) > SPACING_FACTOR:
+        notes.append(f"its voxels ({_mm(spacing)} mm) are {max(ratios):.1f}x finer or coarser "
+                     f"than the training spacing ({_mm(plan.spacing)} mm)")  # fmt: skip
+    if plan.median_shape:
+        factor = float(np.prod(shape)) / max(float(np.prod(plan.median_shape)), 1.0)
+        if factor > VOLUME_FACTOR:
+            median = " x ".join(f"{n:.0f}" for n in plan.median_shape)
+            notes.append(f"it covers {factor:.0f}x the volume of the median training case "
+                         f"({' x '.join(map(str, shape))} voxels against {median}); expect "
+                         "false positives where the training cases had no counterpart")  # fmt: skip
+    if not notes:
+        return None
+    return "unlike the training cases: " + "; ".join(notes)
+
+
+def _mm(values: Sequence[float]) -> str:
+    return " x ".join(f"{v:g}" for v in values)
+
+
 def zscore(image: np.ndarray) -> np.ndarray:
     """Per-case z-score, for networks trained without a plan (generated phantoms)."""
     return ((image - image.mean()) / max(float(image.std()), 1e-8)).astype(np.float32)
@@ -89,6 +124,8 @@ def segment(
         x, props = zscore(image), None
     else:
         x, _, props = prepare_case(image, None, geometry, plan)
+        if note := unlike_training(plan, geometry.spacing, x.shape[1:]):
+            warnings.warn(f"{geometry.source or 'scan'}: {note}", stacklevel=2)
     mean, disagreement = average_members(members(x), uncertainty)
     label = mean.argmax(0).astype(np.uint8)
     if props is not None:

@@ -282,3 +282,28 @@ def test_a_warning_is_one_line_without_source_code(mirrored_run, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("warning: sliding_window.mirror_axes=")
     assert "Predictor(" not in result.stderr and "UserWarning" not in result.stderr
     assert (out / "scan.nii.gz").is_file()
+
+
+def test_a_scan_unlike_the_training_cases_is_named_in_one_warning():
+    from hybrid_unet.data.planning import Plan
+    from hybrid_unet.inference.pipeline import segment, unlike_training
+
+    plan = Plan(spacing=[1.0, 1.0, 1.0], patch_size=[16, 16, 16], batch_size=2,
+                strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2,
+                normalization=["zscore"], intensity_properties=[{}],
+                median_shape=[10.0, 12.0, 10.0])  # fmt: skip
+    assert unlike_training(plan, (1.0, 1.2, 0.9), (12, 14, 10)) is None  # a training-like case
+    assert unlike_training(plan, (1.0, 1.0, 1.0), (20, 24, 20)) is None  # 8x: still close
+    coarse = unlike_training(plan, (1.0, 1.0, 5.0), (10, 12, 10))
+    assert "5.0x finer or coarser" in coarse and "1 x 1 x 5 mm" in coarse
+    wide = unlike_training(plan, (1.0, 1.0, 1.0), (40, 48, 40))
+    assert "64x the volume" in wide and "40 x 48 x 40 voxels against 10 x 12 x 10" in wide
+
+    image = np.random.default_rng(0).normal(size=(1, 40, 48, 40)).astype(np.float32)
+    geometry = Geometry.from_spacing((1.0, 1.0, 1.0), Path("/scans/brain.nii.gz"))
+
+    def members(x):
+        yield np.stack([np.ones(x.shape[1:], np.float32), np.zeros(x.shape[1:], np.float32)])
+
+    with pytest.warns(UserWarning, match=r"^/scans/brain.nii.gz: unlike the training cases"):
+        segment(image, geometry, plan, members)
