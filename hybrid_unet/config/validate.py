@@ -265,6 +265,7 @@ def cross_field_problems(cfg: dict) -> list[str]:
                                 f"{did_you_mean(name, METRICS)}")  # fmt: skip
         if "dice" not in cfg["trainer"][key]:
             problems.append(f"config key 'trainer.{key}': must include 'dice' (it picks best.pt)")
+    problems += monitor_problems(cfg)
     if cfg["trainer"].get("val_mirror") and not problems:
         from hybrid_unet.data.transforms import trained_flip_axes
 
@@ -283,6 +284,49 @@ def cross_field_problems(cfg: dict) -> list[str]:
         cfg["trainer"]["max_time_minutes"]
     ):
         problems.append("config key 'trainer.max_time_minutes': must be a finite number")
+    return problems
+
+
+# What every epoch logs besides the validation metrics (engine/trainer.py end_epoch); a learned
+# or scheduled loss adds ``loss/<name>`` columns.
+_EPOCH_METRICS = ("epoch", "train_loss", "lr", "grad_norm", "elapsed_s", "system/peak_memory_mb")
+
+
+def logged_metric_names(cfg: dict) -> list[str]:
+    """The metrics.csv columns a ``monitor`` can name: the per-epoch values and, for each
+    metric every validation computes, ``<metric>_<class>`` (classes 1..K-1) and ``mean_<metric>``.
+
+    A run that validates only at its end (``val_every >= max_epochs``) computes
+    ``final_val_metrics`` there; otherwise the metrics of both lists must be logged each time.
+    """
+    t = cfg["trainer"]
+    final = [m for m in t["final_val_metrics"] if isinstance(m, str)]
+    every = [m for m in t["val_metrics"] if isinstance(m, str)]
+    only_final = isinstance(t.get("val_every"), int) and t["val_every"] >= t["max_epochs"]
+    names = final if only_final else [m for m in every if m in final]
+    classes = cfg["data"].get("num_classes")
+    classes = classes if isinstance(classes, int) and not isinstance(classes, bool) else 2
+    columns = list(_EPOCH_METRICS)
+    for name in names:
+        columns += [f"mean_{name}", *(f"{name}_{c}" for c in range(1, classes))]
+    return columns
+
+
+def monitor_problems(cfg: dict) -> list[str]:
+    """A ``monitor`` naming no logged metric fails at the first validation, after an epoch of
+    training: refuse it at start-up instead, with the closest names."""
+    problems = []
+    columns = logged_metric_names(cfg)
+    for section in ("checkpoint", "early_stopping"):
+        node = cfg["trainer"].get(section)
+        monitor = node.get("monitor") if isinstance(node, dict) else None
+        if section == "early_stopping" and isinstance(node, dict) and node.get("patience") is None:
+            continue  # early stopping is off: its monitor is never read
+        if not isinstance(monitor, str) or monitor in columns or monitor.startswith("loss/"):
+            continue
+        problems.append(f"config key 'trainer.{section}.monitor': '{monitor}' is not a logged "
+                        f"metric{did_you_mean(monitor, columns)}; validation logs mean_<metric> "
+                        "and <metric>_<class> of trainer.val_metrics, every epoch train_loss")  # fmt: skip
     return problems
 
 

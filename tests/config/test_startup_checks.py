@@ -1,0 +1,63 @@
+"""Mistakes that used to surface only after training started (at the first step or the first
+validation, as a traceback) are refused by the start-up checks with one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybrid_unet.config.errors import ConfigError
+from hybrid_unet.config.validate import check_config
+from tests.helpers import TINY, compose_config
+
+
+def problems(overrides: list[str], tmp_path) -> list[str]:
+    """The start-up problems of ``TINY`` plus ``overrides`` (empty when it passes)."""
+    cfg = compose_config([*TINY, *overrides, f"paths.output_dir={tmp_path}"])
+    try:
+        check_config(cfg)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ("trainer.checkpoint.monitor=val_dice", "mean_dice"),
+        ("trainer.checkpoint.monitor=mean_dicee", "mean_dice"),
+        ("trainer.checkpoint.monitor=dice_4", None),  # 4 classes: 0 (background) to 3
+    ],
+)
+def test_a_misspelt_checkpoint_monitor_is_refused_at_start_up(override, suggestion, tmp_path):
+    found = problems([override], tmp_path)
+    assert len(found) == 1 and found[0].startswith("config key 'trainer.checkpoint.monitor'")
+    assert suggestion is None or f"'{suggestion}'" in found[0]
+
+
+def test_a_misspelt_early_stopping_monitor_is_refused_once_early_stopping_is_on(tmp_path):
+    assert problems(["trainer.early_stopping.monitor=mean_dicee"], tmp_path) == []  # off
+    found = problems(
+        ["trainer.early_stopping.monitor=mean_dicee", "trainer.early_stopping.patience=3"],
+        tmp_path,
+    )
+    assert len(found) == 1 and "trainer.early_stopping.monitor" in found[0]
+    assert "did you mean 'mean_dice'" in found[0]
+
+
+@pytest.mark.parametrize(
+    "monitor", ["mean_dice", "dice_2", "mean_iou", "recall_1", "train_loss", "loss/weight_dice"]
+)
+def test_logged_metrics_are_accepted_as_monitors(monitor, tmp_path):
+    assert problems([f"trainer.checkpoint.monitor={monitor}"], tmp_path) == []
+
+
+def test_a_metric_only_the_final_validation_computes_is_refused_when_validating_earlier(
+    tmp_path,
+):
+    """hd95 is in final_val_metrics only: the validations before the last do not log it."""
+    found = problems(["trainer.checkpoint.monitor=mean_hd95", "trainer.checkpoint.mode=min"],
+                     tmp_path)  # fmt: skip
+    assert len(found) == 1 and "mean_hd95" in found[0]
+    only_at_end = ["trainer.checkpoint.monitor=mean_hd95", "trainer.checkpoint.mode=min",
+                   "trainer.val_every=1000"]  # fmt: skip
+    assert problems(only_at_end, tmp_path) == []
