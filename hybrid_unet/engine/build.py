@@ -132,9 +132,24 @@ def build_model(cfg: dict) -> torch.nn.Module:
     if stride is not None and any(p % s for p, s in zip(patch, stride, strict=True)):
         raise ConfigError([f"config key 'data.patch_size': {list(patch)} is not divisible by the "
                            f"model's total stride {list(stride)}"])  # fmt: skip
+    if (
+        stride is not None
+        and _has_instance_norm(model)
+        and all(p // s == 1 for p, s in zip(patch, stride, strict=True))
+    ):
+        raise ConfigError([f"config key 'data.patch_size': {list(patch)} leaves the bottleneck "
+                           f"1 voxel at the model's total stride {list(stride)}, and instance "
+                           "norm needs more than one: use a patch of at least twice the stride "
+                           "along one axis"])  # fmt: skip
     if cfg["trainer"]["pretrained"]:
         load_pretrained(model, cfg["trainer"]["pretrained"])
     return model
+
+
+def _has_instance_norm(model: torch.nn.Module) -> bool:
+    """Whether an instance norm (which fails on a 1-voxel map in training) is in ``model``."""
+    norm = torch.nn.modules.instancenorm._InstanceNorm
+    return any(isinstance(m, norm) for m in model.modules())
 
 
 def instantiate_model(node: dict) -> torch.nn.Module:

@@ -61,3 +61,16 @@ def test_a_metric_only_the_final_validation_computes_is_refused_when_validating_
     only_at_end = ["trainer.checkpoint.monitor=mean_hd95", "trainer.checkpoint.mode=min",
                    "trainer.val_every=1000"]  # fmt: skip
     assert problems(only_at_end, tmp_path) == []
+
+
+def test_a_patch_whose_bottleneck_is_one_voxel_is_refused_before_training(tmp_path):
+    """8^3 passes the divisibility check at total stride 8, then instance norm failed at the
+    first step (more than 1 spatial element needed); 16x8x8 leaves two voxels and builds."""
+    from hybrid_unet.engine.build import build_model
+
+    cfg = check_config(compose_config([*TINY, "data.patch_size=[8,8,8]",
+                                       f"paths.output_dir={tmp_path}"]))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"config key 'data.patch_size': \[8, 8, 8\] leaves"):
+        build_model(cfg)
+    cfg["data"]["patch_size"] = [16, 8, 8]
+    build_model(cfg)
