@@ -266,6 +266,7 @@ def cross_field_problems(cfg: dict) -> list[str]:
         if "dice" not in cfg["trainer"][key]:
             problems.append(f"config key 'trainer.{key}': must include 'dice' (it picks best.pt)")
     problems += monitor_problems(cfg)
+    problems += per_class_problems(cfg.get("loss"), "loss", cfg["data"].get("num_classes"))
     if cfg["trainer"].get("val_mirror") and not problems:
         from hybrid_unet.data.transforms import trained_flip_axes
 
@@ -327,6 +328,32 @@ def monitor_problems(cfg: dict) -> list[str]:
         problems.append(f"config key 'trainer.{section}.monitor': '{monitor}' is not a logged "
                         f"metric{did_you_mean(monitor, columns)}; validation logs mean_<metric> "
                         "and <metric>_<class> of trainer.val_metrics, every epoch train_loss")  # fmt: skip
+    return problems
+
+
+# Loss arguments that, given as a list, hold one value per class (background included).
+_PER_CLASS_KEYS = ("class_weights", "weight", "alpha")
+
+
+def per_class_problems(node: Any, path: str, num_classes: Any) -> list[str]:
+    """Per-class loss lists (``class_weights``, ``weight``, ``alpha``) of another length than
+    ``data.num_classes``, in the loss node and the losses nested in it (a combined loss)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        return []
+    if isinstance(node, list):
+        return [p for i, item in enumerate(node)
+                for p in per_class_problems(item, f"{path}[{i}]", num_classes)]  # fmt: skip
+    if not isinstance(node, dict):
+        return []
+    problems = []
+    for key, value in node.items():
+        if key in _PER_CLASS_KEYS and isinstance(value, list):
+            if len(value) != num_classes:
+                problems.append(f"config key '{path}.{key}': {len(value)} values {value} but "
+                                f"data.num_classes={num_classes} (one per class, background "
+                                "included)")  # fmt: skip
+        else:
+            problems += per_class_problems(value, f"{path}.{key}", num_classes)
     return problems
 
 

@@ -74,3 +74,27 @@ def test_a_patch_whose_bottleneck_is_one_voxel_is_refused_before_training(tmp_pa
         build_model(cfg)
     cfg["data"]["patch_size"] = [16, 8, 8]
     build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["loss.class_weights=[1,2]"], "loss.class_weights"),
+        (["loss=focal", "loss.alpha=[0.1,0.2]"], "loss.alpha"),
+        (["loss=ce", "loss.weight=[1,1,1,1,1]"], "loss.weight"),
+        (["loss=combined", "+loss.losses.ce.weight=[1,2,3]"], "loss.losses.ce.weight"),
+    ],
+)
+def test_per_class_loss_lists_must_have_one_value_per_class(overrides, key, tmp_path):
+    found = problems(overrides, tmp_path)  # TINY's phantoms have 4 classes
+    assert len(found) == 1 and found[0].startswith(f"config key '{key}'")
+    assert "data.num_classes=4" in found[0]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["loss.class_weights=[1,2,2,2]"], ["loss=focal", "loss.alpha=0.25"],
+     ["loss=focal", "loss.alpha=[0.1,0.3,0.3,0.3]"], ["loss=combined"]],
+)  # fmt: skip
+def test_per_class_loss_lists_of_the_right_length_pass(overrides, tmp_path):
+    assert problems(overrides, tmp_path) == []
