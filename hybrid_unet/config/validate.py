@@ -9,6 +9,7 @@ needs no schema: its constructor is the schema.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import importlib
 import inspect
 import math
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hybrid_unet.config.errors import ConfigError, did_you_mean
-from hybrid_unet.config.schema import DataConfig, PathsConfig, TrainerConfig
+from hybrid_unet.config.schema import Config, DataConfig, PathsConfig, TrainerConfig
 
 _SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig, "paths": PathsConfig}
 
@@ -35,7 +36,7 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         raise ConfigError([f"config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"]) from exc
-    problems: list[str] = []
+    problems = root_key_problems(resolved)
     for section, schema in _SCHEMAS.items():
         try:
             OmegaConf.merge(OmegaConf.structured(schema), resolved.get(section, {}))
@@ -47,6 +48,14 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(problems)
     resolved["trainer"]["precision"] = str(resolved["trainer"]["precision"]).split(".")[-1]
     return resolved
+
+
+def root_key_problems(cfg: dict) -> list[str]:
+    """Top-level keys the :class:`Config` schema lacks (``+foo=1``, ``+lr=...``): nothing reads
+    them, so a run would train as if they were not given."""
+    fields = [f.name for f in dataclasses.fields(Config)]
+    return [f"unknown config key '{key}'{did_you_mean(str(key), fields)}; top-level keys: "
+            f"{', '.join(fields)}" for key in cfg if key not in fields and key != "hydra"]  # fmt: skip
 
 
 def _schema_problem(section: str, exc: OmegaConfBaseException) -> str:

@@ -98,3 +98,25 @@ def test_per_class_loss_lists_must_have_one_value_per_class(overrides, key, tmp_
 )  # fmt: skip
 def test_per_class_loss_lists_of_the_right_length_pass(overrides, tmp_path):
     assert problems(overrides, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"), [("+foo=1", None), ("+seeds=3", "seed"), ("+trainr.x=1", "trainer")]
+)
+def test_an_unknown_top_level_key_is_refused(override, suggestion, tmp_path):
+    key = override[1:].split("=")[0].split(".")[0]
+    found = problems([override], tmp_path)
+    assert len(found) == 1 and found[0].startswith(f"unknown config key '{key}'")
+    assert suggestion is None or f"did you mean '{suggestion}'" in found[0]
+
+
+def test_the_cli_refuses_an_unknown_top_level_key_without_a_run_dir(tmp_path):
+    from tests.helpers import cli
+
+    result = cli([*TINY, "+foo=1"], tmp_path)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown config key 'foo'; top-level keys: data, model, loss, optimizer, "
+        "scheduler, trainer, logger, paths, seed, run_name"
+    ]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
