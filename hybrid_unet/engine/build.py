@@ -229,7 +229,14 @@ def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
     node = dict(cfg["scheduler"])
     if "total_steps" in node and node["total_steps"] is None:
         node["total_steps"] = cfg["trainer"]["max_epochs"] * cfg["trainer"]["steps_per_epoch"]
-    return instantiate(node)(optimizer)
+    scheduler = instantiate(node)(optimizer)
+    if steps_per_validation(scheduler) and not hasattr(scheduler, "warmup_step"):
+        # The trainer steps a plateau schedule per validation and calls warmup_step() per step.
+        raise ConfigError([f"config key 'scheduler._target_': {node.get('_target_')} has no "
+                           "warmup_step() for the per-step warmup the trainer calls; use "
+                           "scheduler=plateau (hybrid_unet.engine.schedules.WarmupPlateau, "
+                           "torch's ReduceLROnPlateau with a warmup; warmup_steps=0 for none)"])  # fmt: skip
+    return scheduler
 
 
 def steps_per_validation(scheduler) -> bool:
