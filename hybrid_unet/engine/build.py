@@ -37,11 +37,16 @@ def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     """``auto`` picks CUDA when present; a CUDA device on a machine without one is refused.
 
     Raises:
-        ConfigError: naming ``key``, for a CUDA device this torch build or machine lacks.
+        ConfigError: naming ``key``, for a name that is no device (``gpu``) or a CUDA device
+            this torch build or machine lacks.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # "gpu", "cuda:x": torch's parser refuses it
+        raise ConfigError([f"config key '{key}': {name!r} is not a device; use auto, cpu, cuda "
+                           "or cuda:N"]) from None  # fmt: skip
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "a CPU-only build" if torch.version.cuda is None else "built for CUDA, no GPU seen"
         raise ConfigError([f"config key '{key}' is {name!r} but CUDA is not available (torch "

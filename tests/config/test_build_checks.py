@@ -32,3 +32,14 @@ def test_the_projects_warmup_plateau_builds():
             "warmup_steps": 0}  # fmt: skip
     scheduler = build.build_scheduler(_cfg(node), _optimizer())
     assert build.steps_per_validation(scheduler) and hasattr(scheduler, "warmup_step")
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cpu0"])
+def test_a_device_name_torch_cannot_parse_is_a_config_error_naming_the_key(name):
+    with pytest.raises(ConfigError, match=r"^config key 'trainer.device': .* use auto, cpu"):
+        build.resolve_device(name)
+
+
+def test_cpu_and_auto_resolve():
+    assert build.resolve_device("cpu").type == "cpu"
+    assert build.resolve_device("auto").type in ("cpu", "cuda")
