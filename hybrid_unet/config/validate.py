@@ -83,7 +83,10 @@ def _check_targets(node: Any, path: str, problems: list[str]) -> None:
 
 def target_problems(node: dict, path: str) -> list[str]:
     """Problems of one ``_target_`` node: an unimportable target, unknown keys, wrong types."""
-    target = locate(node["_target_"])
+    try:
+        target = locate(node["_target_"])
+    except ImportError as exc:
+        return [f"config key '{path}._target_': cannot import '{node['_target_']}': {exc}"]
     if target is None:
         return [f"config key '{path}._target_': cannot import '{node['_target_']}'"]
     try:
@@ -111,13 +114,24 @@ def target_problems(node: dict, path: str) -> list[str]:
 
 
 def locate(dotted: str) -> Any | None:
-    """The object at ``package.module.attr`` (or ``None``), without Hydra's error logging."""
+    """The object at ``package.module.attr`` (or ``None``), without Hydra's error logging.
+
+    Raises:
+        ImportError: a module of the path exists but importing it failed (a dependency it
+            imports is missing, it raises); the message is the underlying error.
+    """
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
+        name = ".".join(parts[:cut])
         try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
+            obj = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # no such module: the name may be an attribute of a shorter one
+            raise ImportError(f"importing it failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the module exists and failed while importing
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ImportError(f"importing it failed: {type(exc).__name__}: {first}") from exc
         try:
             for attr in parts[cut:]:
                 obj = getattr(obj, attr)
