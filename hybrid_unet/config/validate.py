@@ -83,12 +83,10 @@ def _check_targets(node: Any, path: str, problems: list[str]) -> None:
 
 def target_problems(node: dict, path: str) -> list[str]:
     """Problems of one ``_target_`` node: an unimportable target, unknown keys, wrong types."""
-    try:
-        target = locate(node["_target_"])
-    except ImportError as exc:
-        return [f"config key '{path}._target_': cannot import '{node['_target_']}': {exc}"]
-    if target is None:
-        return [f"config key '{path}._target_': cannot import '{node['_target_']}'"]
+    problem = dotted_problem(node["_target_"], f"{path}._target_")
+    if problem is not None:
+        return [problem]
+    target = locate(node["_target_"])
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
@@ -139,6 +137,46 @@ def locate(dotted: str) -> Any | None:
             return None
         return obj
     return None
+
+
+def dotted_problem(dotted: str, key: str) -> str | None:
+    """Why config key ``key``'s dotted path names nothing importable, or ``None`` if it does."""
+    why = import_failure(dotted)
+    return None if why is None else f"config key '{key}': cannot import '{dotted}'{why}"
+
+
+def import_failure(dotted: str) -> str | None:
+    """``None`` when ``dotted`` names an object; else the end of a message saying why not: the
+    closest names of its module for a misspelt name, the error of a failing import."""
+    try:
+        if locate(dotted) is not None:
+            return None
+    except ImportError as exc:
+        return f": {exc}"
+    module_name = str(dotted).rpartition(".")[0]
+    try:
+        module = locate(module_name) if module_name else None
+    except ImportError:
+        module = None
+    names = [f"{module_name}.{n}" for n in dir(module) if not n.startswith("_")] if module else []
+    return did_you_mean(str(dotted), names)
+
+
+# Model keys that take a registered name or a dotted path to a class of one's own.
+_DOTTED_MODEL_KEYS = ("attention", "shuffle_attention")
+
+
+def model_part_problems(model: Any) -> list[str]:
+    """Dotted paths in the model's attention slots (``model.attention=my_ext.MyMixer``) that
+    import nothing: found at start-up, naming the key, instead of inside the model."""
+    if not isinstance(model, dict):
+        return []
+    problems = []
+    for key, value in model.items():
+        if (key in _DOTTED_MODEL_KEYS or str(key).endswith("_attention")) and "." in str(value):
+            problem = dotted_problem(str(value), f"model.{key}")
+            problems += [problem] if problem is not None else []
+    return problems
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -289,6 +327,7 @@ def cross_field_problems(cfg: dict) -> list[str]:
         if "dice" not in cfg["trainer"][key]:
             problems.append(f"config key 'trainer.{key}': must include 'dice' (it picks best.pt)")
     problems += monitor_problems(cfg)
+    problems += model_part_problems(cfg.get("model"))
     problems += per_class_problems(cfg.get("loss"), "loss", cfg["data"].get("num_classes"))
     if cfg["trainer"].get("val_mirror") and not problems:
         from hybrid_unet.data.transforms import trained_flip_axes

@@ -43,3 +43,25 @@ def test_missing_names_are_none_and_present_ones_found(ext_modules):
     assert target_problems({"_target_": "no_such_module_abc.Thing"}, "loss") == [
         "config key 'loss._target_': cannot import 'no_such_module_abc.Thing'"
     ]
+
+
+def test_a_misspelt_dotted_attention_is_refused_at_start_up_naming_the_key(ext_modules, tmp_path):
+    from tests.config.test_startup_checks import problems
+
+    found = problems(["model.attention=good_ext.Mixr", "model.shuffle_attention=good_ext.Mixer"],
+                     tmp_path)  # fmt: skip
+    assert found == [
+        "config key 'model.attention': cannot import 'good_ext.Mixr' (did you mean "
+        "'good_ext.Mixer'?)"
+    ]
+    found = problems(["model.shuffle_attention=broken_import.L"], tmp_path)
+    assert len(found) == 1 and found[0].startswith("config key 'model.shuffle_attention'")
+    assert "nonexistent_pkg_xyz" in found[0]
+
+
+def test_the_model_names_its_key_for_a_dotted_part_it_cannot_import(ext_modules):
+    from hybrid_unet.models.blocks.hybrid import make_skip_attention, token_mixer_factory
+
+    with pytest.raises(ValueError, match=r"^model.attention 'good_ext.Mixr': cannot import it "):
+        token_mixer_factory("good_ext.Mixr", 4, None)
+    assert make_skip_attention("good_ext.Mixer", 8).dim == 8

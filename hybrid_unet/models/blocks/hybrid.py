@@ -92,12 +92,12 @@ CONV_KINDS, ATTENTION_KINDS, SHUFFLE_KINDS = (
 def _resolve(kind: str, registry: dict, what: str):
     """A registry entry by name, or the class a dotted path names."""
     if "." in str(kind):
-        from hydra.utils import get_class
+        from hybrid_unet.config.validate import import_failure, locate
 
-        try:
-            return get_class(kind)
-        except Exception as exc:  # ImportError, AttributeError: Hydra wraps them
-            raise ValueError(f"{what} {kind!r}: cannot import it ({exc})") from None
+        why = import_failure(str(kind))  # without Hydra's error logging and multi-line message
+        if why is not None:
+            raise ValueError(f"model.{what} {kind!r}: cannot import it{why}")
+        return locate(str(kind))
     return registry[lookup(kind, tuple(registry), what)]
 
 
