@@ -36,8 +36,9 @@ from hybrid_unet.engine.sweep import check_same_job, finished_summary
 register_configs()
 # Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-# What a run writes before its first step: a run dir holding only these did no work.
-_NO_WORK = {".hydra", "train.log", "splits.json", "plan.json"}
+# What a run writes before its first step (the TensorBoard logger's folder included, created
+# when the loggers start): a run dir holding only these did no work.
+_NO_WORK = {".hydra", "train.log", "splits.json", "plan.json", "tensorboard"}
 _composed: list[bool] = []  # set once Hydra composed the config and our task started
 
 

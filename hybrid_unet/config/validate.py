@@ -317,6 +317,13 @@ def cross_field_problems(cfg: dict) -> list[str]:
             "config key 'data.augmentation': must be null (no augmentation) or a node with a "
             f"_target_ (e.g. data=hippocampus's), got {augmentation}"
         )
+    elif isinstance(augmentation, dict) and "flip_axes" in augmentation:
+        axes = augmentation["flip_axes"]
+        if not isinstance(axes, list) or not all(
+            isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2 for a in axes
+        ):
+            problems.append(f"config key 'data.augmentation.flip_axes': {axes} is not a list of "
+                            "spatial axes 0 (D), 1 (H), 2 (W)")  # fmt: skip
     from hybrid_unet.metrics import METRICS
 
     for key in ("val_metrics", "final_val_metrics"):

@@ -120,3 +120,32 @@ def test_the_cli_refuses_an_unknown_top_level_key_without_a_run_dir(tmp_path):
         "scheduler, trainer, logger, paths, seed, run_name"
     ]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("axes", ["[3]", "[0,-1]", "[1,2.5]"])
+def test_flip_axes_outside_the_three_spatial_axes_are_refused(axes, tmp_path):
+    """A 4th axis failed in MONAI at the first batch, after the loggers had started."""
+    cfg = compose_config(["+experiment=hippocampus_30min", f"data.augmentation.flip_axes={axes}",
+                          f"paths.output_dir={tmp_path}"])  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith("config key 'data.augmentation.flip_axes'")
+
+
+def test_a_run_dir_holding_only_start_up_files_and_the_tensorboard_folder_is_discarded(tmp_path):
+    """What a run refused after its loggers started leaves: no work, so no run dir."""
+    from hybrid_unet.train import _discard_if_empty
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"")
+    for name in ("plan.json", "splits.json", "train.log"):
+        (run / name).write_text("{}")
+    kept = tmp_path / "kept"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "tensorboard").mkdir()
+    _discard_if_empty(run)
+    _discard_if_empty(kept)
+    assert not run.exists() and kept.exists()
