@@ -147,7 +147,7 @@ def build_model(cfg: dict) -> torch.nn.Module:
                            "norm needs more than one: use a patch of at least twice the stride "
                            "along one axis"])  # fmt: skip
     if cfg["trainer"]["pretrained"]:
-        load_pretrained(model, cfg["trainer"]["pretrained"])
+        load_pretrained(model, cfg["trainer"]["pretrained"], cfg["model"])
     return model
 
 
@@ -171,10 +171,19 @@ def instantiate_model(node: dict) -> torch.nn.Module:
     return model
 
 
-def load_pretrained(model: torch.nn.Module, path: str) -> dict[str, list[str]]:
-    """Copy every tensor of the checkpoint whose name and shape match; report the rest."""
-    weights = load_checkpoint(path)
-    weights = weights.get("model", weights)
+def load_pretrained(
+    model: torch.nn.Module, path: str, model_cfg: dict | None = None
+) -> dict[str, list[str]]:
+    """Copy every tensor of the checkpoint whose name and shape match; report the rest.
+
+    Raises:
+        ConfigError: naming ``trainer.pretrained``, when less than half of the model's encoder
+            tensors (all of them, for a model without a decoder) match: the checkpoint is of
+            another network, and training would start from scratch. The message names the
+            checkpoint's model and the overrides that build it.
+    """
+    payload = load_checkpoint(path)
+    weights = payload.get("model", payload)
     own = model.state_dict()
     loaded, skipped = [], []
     for name, tensor in weights.items():
@@ -185,13 +194,55 @@ def load_pretrained(model: torch.nn.Module, path: str) -> dict[str, list[str]]:
         else:
             own[name] = tensor
             loaded.append(name)
-    missing = [n for n in own if n not in weights]
+    encoder = _encoder_names(model)
+    matched = len(encoder.intersection(loaded))
+    if not loaded or matched < len(encoder) / 2:
+        stored = payload.get("config") if isinstance(payload.get("config"), dict) else None
+        raise ConfigError([f"config key 'trainer.pretrained': {path} is another network: "
+                           f"{matched} of this model's {len(encoder)} encoder tensors match "
+                           f"({len(loaded)} of the checkpoint's {len(weights)} tensors in all); "
+                           f"{_pretrained_hint(stored, model_cfg)}"])  # fmt: skip
+    initialised = [n for n in own if n not in loaded]  # absent from the checkpoint or resized
     model.load_state_dict(own)
     print(f"Pretrained weights from {path}: {len(loaded)} tensors loaded, {len(skipped)} skipped,"
-          f" {len(missing)} left as initialised.", file=sys.stderr)  # fmt: skip
-    for line in skipped:
-        print(f"  skipped {line}", file=sys.stderr)
-    return {"loaded": loaded, "skipped": skipped, "missing": missing}
+          f" {len(initialised)} left as initialised.", file=sys.stderr)  # fmt: skip
+    if skipped:
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        print(f"  skipped {'; '.join(skipped[:3])}{more}", file=sys.stderr)
+    return {"loaded": loaded, "skipped": skipped, "missing": initialised}
+
+
+def _encoder_names(model: torch.nn.Module) -> set[str]:
+    """Names of the encoder's parameters (:func:`encoder_parameters`; all, without a split)."""
+    try:
+        encoder = {id(p) for p in encoder_parameters(model)}
+    except ConfigError:
+        return {name for name, _ in model.named_parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in encoder}
+
+
+def _pretrained_hint(stored: dict | None, model_cfg: dict | None) -> str:
+    """What builds the checkpoint's network: its ``_target_`` and ``features``, and the model
+    overrides (keys whose values differ from this run's) that match it."""
+    node = (stored or {}).get("model")
+    if not isinstance(node, dict):
+        return "the checkpoint stores no config; train with the model that wrote it"
+    target, features = node.get("_target_"), node.get("features")
+    what = f"its model is {target} with features {features}"
+    if model_cfg is not None and model_cfg.get("_target_") != target:
+        return f"{what}: choose that model (model=<its option>) and its settings"
+    skip = {"_target_", "_partial_", "in_channels", "num_classes", *_PLANNED}
+    mine = model_cfg or {}
+    changes = [f"model.{k}={_override_value(v)}" for k, v in node.items()
+               if k not in skip and k in mine and mine[k] != v]  # fmt: skip
+    return f"{what}: add {' '.join(changes)}" if changes else what
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as a command-line override writes it (``[8,16]``, ``true``, ``null``)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value).replace(" ", "").replace("'", "") if isinstance(value, list) else str(value)
 
 
 def build_loss(cfg: dict) -> DeepSupervisionLoss:
