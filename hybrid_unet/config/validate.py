@@ -26,8 +26,11 @@ from hybrid_unet.config.schema import Config, DataConfig, PathsConfig, TrainerCo
 _SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig, "paths": PathsConfig}
 
 
-def check_config(cfg: DictConfig) -> dict[str, Any]:
+def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Resolve ``cfg`` and check it; returns the resolved plain dict.
+
+    ``choices`` (Hydra's group choices, e.g. ``{"preset": "quick_test"}``; by default those of
+    the running Hydra app) let an unknown key say which preset or experiment set it.
 
     Raises:
         ConfigError: listing every problem, one line each, naming the key.
@@ -45,7 +48,8 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     _check_targets(resolved, "", problems)
     problems += cross_field_problems(resolved)
     if problems:
-        raise ConfigError(problems)
+        choices = _hydra_choices() if choices is None else choices
+        raise ConfigError([problem + _set_by_recipe(problem, choices) for problem in problems])
     resolved["trainer"]["precision"] = str(resolved["trainer"]["precision"]).split(".")[-1]
     return resolved
 
@@ -56,6 +60,51 @@ def root_key_problems(cfg: dict) -> list[str]:
     fields = [f.name for f in dataclasses.fields(Config)]
     return [f"unknown config key '{key}'{did_you_mean(str(key), fields)}; top-level keys: "
             f"{', '.join(fields)}" for key in cfg if key not in fields and key != "hydra"]  # fmt: skip
+
+
+# Config groups whose options are ``_global_`` recipes that set keys of other groups.
+_RECIPE_GROUPS = ("preset", "experiment")
+
+
+def _hydra_choices() -> dict[str, str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v}
+
+
+def _set_by_recipe(problem: str, choices: dict[str, str]) -> str:
+    """For ``unknown config key 'K'`` where the chosen preset or experiment sets ``K`` (presets
+    set ``scheduler.warmup_steps``, which a scheduler of one's own may not take): which one set
+    it and how to drop it."""
+    if not problem.startswith("unknown config key '"):
+        return ""
+    key = problem.split("'")[1]
+    for group in _RECIPE_GROUPS:
+        name = choices.get(group)
+        if name and _recipe_sets(group, name, key):
+            return (f"; +{group}={name} sets it: drop it with ~{key} on the command line, or use "
+                    f"a {key.split('.')[0]} that takes it (README: keys presets set)")  # fmt: skip
+    return ""
+
+
+def _recipe_sets(group: str, name: str, key: str) -> bool:
+    """Whether the packaged ``conf/<group>/<name>.yaml`` sets the dotted ``key``."""
+    from importlib.resources import files
+
+    import yaml
+
+    try:
+        node: Any = yaml.safe_load(files("hybrid_unet.conf").joinpath(group, f"{name}.yaml")
+                                   .read_text())  # fmt: skip
+    except (OSError, yaml.YAMLError):
+        return False  # a recipe from a search path of one's own
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _schema_problem(section: str, exc: OmegaConfBaseException) -> str:

@@ -149,3 +149,33 @@ def test_a_run_dir_holding_only_start_up_files_and_the_tensorboard_folder_is_dis
     _discard_if_empty(run)
     _discard_if_empty(kept)
     assert not run.exists() and kept.exists()
+
+
+def test_a_key_a_preset_sets_but_the_chosen_scheduler_lacks_names_the_preset(tmp_path):
+    """Presets set scheduler.warmup_steps; a scheduler without it could not be combined with
+    any preset, and the message did not say where the key came from."""
+    step_lr = ["scheduler=plateau", "scheduler._target_=torch.optim.lr_scheduler.StepLR",
+               "+scheduler.step_size=10", *(f"~scheduler.{k}" for k in (
+                   "mode", "factor", "patience", "threshold", "threshold_mode", "min_lr"))]  # fmt: skip
+    cfg = compose_config([*TINY, *step_lr, f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg, choices={"preset": "quick_test"})
+    assert info.value.problems == [
+        "unknown config key 'scheduler.warmup_steps'; +preset=quick_test sets it: drop it with "
+        "~scheduler.warmup_steps on the command line, or use a scheduler that takes it (README: "
+        "keys presets set)"
+    ]
+    assert check_config(compose_config([*TINY, *step_lr, "~scheduler.warmup_steps",
+                                        f"paths.output_dir={tmp_path}"]))  # fmt: skip
+
+
+def test_the_cli_names_the_experiment_that_set_a_key_the_chosen_model_lacks(tmp_path):
+    from tests.helpers import cli
+
+    result = cli(["+experiment=hippocampus_6min", "model=segresnet"], tmp_path)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert (
+        "unknown config key 'model.features'; +experiment=hippocampus_6min sets it: drop it "
+        "with ~model.features" in result.stderr
+    )
+    assert "~model.channels_last_3d" in result.stderr
