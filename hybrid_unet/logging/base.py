@@ -10,7 +10,13 @@ import numpy as np
 
 
 class Logger(Protocol):
-    """What the trainer calls. Loggers are built with ``run_dir`` and ``resume_step``."""
+    """What the trainer calls.
+
+    :func:`build_loggers` builds each logger with the keyword arguments ``run_dir`` (str),
+    ``resume_step`` (``None`` for a new run), ``state`` (what its :meth:`state_dict` returned
+    in the checkpoint resumed from, else ``None``) and ``config`` (the resolved run config), so
+    a logger's constructor must accept all four (or ``**kwargs``).
+    """
 
     def log_scalars(self, values: dict[str, float], step: int) -> None: ...
 
