@@ -1,7 +1,8 @@
 """What ``predict`` was pointed at, turned into one case record per scan.
 
 * a NIfTI file, or a folder of them (nnU-Net channel files ``case_0000.nii.gz``,
-  ``case_0001.nii.gz`` form one case);
+  ``case_0001.nii.gz`` form one case when their suffixes run exactly 0000..n-1; any other
+  ``_NNNN`` suffix is part of the case name);
 * a DICOM series folder, or a folder whose subfolders are series (one case per series; NIfTI
   files beside them are cases too);
 * an HDF5 file (one case per group, layout of :mod:`hybrid_unet.data.io.hdf5`);
@@ -38,12 +39,26 @@ def _stem(path: Path) -> str:
 
 
 def _nifti_cases(files: list[Path]) -> list[CaseRecord]:
-    """One case per file, except nnU-Net channel files, grouped by case name."""
-    groups: dict[str, list[Path]] = defaultdict(list)
+    """One case per file, except nnU-Net channel files, grouped by case name.
+
+    Files sharing a case name form one case only when their ``_NNNN`` suffixes are exactly
+    ``0000`` .. ``n-1`` (``case_0000`` alone is case ``case``); otherwise the suffix is part of
+    the name (``patient_0001.nii.gz`` and ``patient_0002.nii.gz`` are two patients).
+    """
+    groups: dict[str, list[tuple[int, Path]]] = defaultdict(list)
+    cases = []
     for f in sorted(files):
         match = _CHANNEL.match(f.name)
-        groups[match["case"] if match else _stem(f)].append(f)
-    return [CaseRecord(name, paths, None) for name, paths in sorted(groups.items())]
+        if match:
+            groups[match["case"]].append((int(match["channel"]), f))
+        else:
+            cases.append(CaseRecord(_stem(f), [f], None))
+    for name, members in groups.items():
+        if sorted(i for i, _ in members) == list(range(len(members))):
+            cases.append(CaseRecord(name, [f for _, f in sorted(members)], None))
+        else:
+            cases += [CaseRecord(_stem(f), [f], None) for _, f in members]
+    return sorted(cases, key=lambda c: c.name)
 
 
 def _is_dicom_folder(folder: Path) -> bool:
