@@ -27,6 +27,7 @@ from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io import read_image, read_label
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.layouts import CaseRecord
+from hybrid_unet.data.validation import geometry_problem
 
 # Same threshold as planning (not imported: planning imports this module's users).
 ANISOTROPY_RATIO = 3.0
@@ -36,11 +37,21 @@ if TYPE_CHECKING:
 
 
 def read_case(record: CaseRecord) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
-    """Image ``(C, D, H, W)`` float32 (channel files stacked), label ``(D, H, W)`` and geometry."""
+    """Image ``(C, D, H, W)`` float32 (channel files stacked), label ``(D, H, W)`` and geometry.
+
+    Raises:
+        DataError: A further channel file's shape or grid differs from the first file's.
+    """
     kwargs = {"key": record.key} if record.key else {}
     arrays, geometry = [], None
     for path in record.images:
         image, geo = read_image(path, **kwargs)
+        if geometry is not None:
+            if image.shape[1:] != arrays[0].shape[1:]:
+                raise DataError(path, f"channel shape {image.shape[1:]} != first channel "
+                                      f"{arrays[0].shape[1:]} ({record.images[0].name})")  # fmt: skip
+            if grid := geometry_problem("channel", geometry, geo, record.images[0].name):
+                raise DataError(path, grid)
         arrays.append(image)
         geometry = geometry or geo
     image = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]

@@ -70,3 +70,61 @@ def test_channel_files_group_only_when_numbered_from_0000_without_gaps(tmp_path)
         ("c_0001", ["c_0001.nii.gz"]),
         ("c_0002", ["c_0002.nii.gz"]),
     ]
+
+
+def _scan(path, affine, shape=(8, 8, 8)):
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), affine), path)
+
+
+def _read_error(record):
+    from hybrid_unet.data.errors import DataError
+    from hybrid_unet.data.preprocessing import read_case
+
+    try:
+        read_case(record)
+    except DataError as exc:
+        return str(exc)
+    raise AssertionError("read_case accepted channel files on different grids")
+
+
+def test_channel_files_on_different_grids_are_refused_naming_the_file(tmp_path):
+    _scan(tmp_path / "x_0000.nii.gz", np.diag([1.0, 1.0, 1.2, 1.0]))
+    other = np.diag([2.0, 2.0, 3.0, 1.0])
+    other[:3, 3] = [5.0, -3.0, 7.0]
+    _scan(tmp_path / "x_0001.nii.gz", other)
+    (case,) = find_cases(tmp_path)
+
+    error = _read_error(case)
+
+    assert error.startswith(str(tmp_path / "x_0001.nii.gz") + ": channel spacing")
+    assert "x_0000.nii.gz" in error
+
+
+def test_channel_files_of_different_shapes_are_refused_naming_the_file(tmp_path):
+    _scan(tmp_path / "y_0000.nii.gz", np.eye(4))
+    _scan(tmp_path / "y_0001.nii.gz", np.eye(4), shape=(8, 8, 6))
+    (case,) = find_cases(tmp_path)
+
+    error = _read_error(case)
+
+    assert error.startswith(str(tmp_path / "y_0001.nii.gz") + ": channel shape")
+
+
+def test_a_case_with_mismatched_channels_fails_alone_in_predict(tmp_path):
+    from hybrid_unet.inference.outputs import predict_cases
+    from hybrid_unet.inference.pipeline import Segmentation
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _scan(scans / "bad_0000.nii.gz", np.eye(4))
+    _scan(scans / "bad_0001.nii.gz", np.eye(4), shape=(8, 8, 6))
+    _scan(scans / "good.nii.gz", np.eye(4))
+
+    def segmenter(image, geometry):
+        return Segmentation(np.zeros(image.shape[1:], np.uint8))
+
+    summary = predict_cases(find_cases(scans), segmenter, tmp_path / "out", {1: "a"}, log=print)
+
+    assert [c["case"] for c in summary["cases"]] == ["good"]
+    (failed,) = summary["failed"]
+    assert failed["error"].startswith(str(scans / "bad_0001.nii.gz") + ": channel shape")
