@@ -39,7 +39,8 @@ class Predictor:
     Args:
         checkpoints: One or more ``best.pt``/``last.pt`` files or run dirs (their ``best.pt``);
             several are an ensemble whose softmax outputs are averaged. They must share the
-            plan (preprocessing) and the number of classes.
+            plan's preprocessing (spacing, normalisation: the scan is preprocessed once) and
+            the numbers of classes and channels; each predicts with its own training window.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         precision: ``fp32`` or ``bf16`` autocast for the forward passes.
         sliding_window: Window placement, batching and mirroring (default: 50% overlap,
@@ -72,7 +73,10 @@ class Predictor:
         self.plan = Plan(**loaded[0]["plan"]) if loaded[0].get("plan") else None
         self.num_classes = int(self.cfg["data"]["num_classes"])
         self.in_channels = int(self.cfg["data"]["in_channels"])
-        self.patch_size = tuple(self.cfg["data"]["patch_size"])
+        # Each network predicts with its own training window (runs may differ in patch size
+        # and in total stride); patch_size is the first's, for a single run.
+        self.patch_sizes = [tuple(c["config"]["data"]["patch_size"]) for c in loaded]
+        self.patch_size = self.patch_sizes[0]
         for path, ckpt in zip(paths[1:], loaded[1:], strict=True):
             self._check_compatible(path, ckpt)
         self.device = resolve_device(device, key="device")
@@ -132,14 +136,14 @@ class Predictor:
 
     def members(self, image: np.ndarray) -> Iterator[np.ndarray]:
         """Softmax ``(K, D, H, W)`` of a preprocessed image per network (and dropout sample)."""
-        for model in self.models:
+        for model, patch_size in zip(self.models, self.patch_sizes, strict=True):
             forward = torch_forward(model, self.device, self.precision)
             samples = self.mc_dropout_samples or 1
             for m in _dropouts(model) if self.mc_dropout_samples else []:
                 m.train()
             try:
                 for _ in range(samples):
-                    logits = self.sliding_window(image, forward, self.num_classes, self.patch_size)
+                    logits = self.sliding_window(image, forward, self.num_classes, patch_size)
                     yield softmax(logits, inplace=True)
             finally:
                 model.eval()

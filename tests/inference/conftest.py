@@ -15,16 +15,17 @@ from tests.helpers import TINY, compose_config
 TINY_NET = ["model.features=[4,8,16,32]", "model.dropout=0.2", "logger=[]"]
 
 
-def make_run(run_dir: Path, seed: int = 0) -> Path:
+def make_run(run_dir: Path, seed: int = 0, overrides: list[str] = ()) -> Path:
     """Build a Trainer (phantom data, tiny network) and save its payload as ``best.pt``.
 
+    ``overrides`` change the training config (e.g. the patch size or the number of stages).
     The payload gets a hippocampus-like plan (1 mm, z-score), so prediction crops, resamples
     and normalises new scans as a run trained on MSD Hippocampus would.
     """
     from hybrid_unet.config.validate import check_config
     from hybrid_unet.engine.trainer import Trainer
 
-    cfg = check_config(compose_config([*TINY, *TINY_NET, f"seed={seed}",
+    cfg = check_config(compose_config([*TINY, *TINY_NET, *overrides, f"seed={seed}",
                                        f"paths.output_dir={run_dir}"]))  # fmt: skip
     trainer = Trainer(cfg, run_dir)
     payload = trainer.payload()
