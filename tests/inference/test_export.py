@@ -122,3 +122,46 @@ def test_a_truncated_checkpoint_or_a_file_as_output_is_one_error(tiny_run, tmp_p
     assert (
         capsys.readouterr().err == f"error: output {tmp_path / 'afile'} is a file, not a folder\n"
     )
+
+
+def _fail_to_run(*args, **kwargs):
+    raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code\n"
+                       "returned while running Add node. Name:'/attn/Add_3'")  # fmt: skip
+
+
+@pytest.mark.parametrize("outcome", ["crash", "mismatch"])
+def test_a_failed_parity_check_is_one_error_and_writes_nothing(
+    tiny_run, tmp_path, capsys, monkeypatch, outcome
+):
+    import hybrid_unet.export as export
+
+    if outcome == "crash":  # e.g. SwinUNETR without pad_input: its window mask is fixed at export
+        monkeypatch.setattr(export, "onnx_parity", _fail_to_run)
+    else:
+        monkeypatch.setattr(export, "onnx_parity", lambda *a: (0.5, 3.0))
+    out = tmp_path / "out"
+
+    assert export.main([str(tiny_run), str(out)]) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tiny_run}: ") and err.count("\n") == 1, err
+    assert ("INVALID_ARGUMENT" if outcome == "crash" else "exceeds 0.0003") in err
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert export.main([str(tiny_run), str(existing)]) == 1
+    assert list(existing.iterdir()) == []
+
+
+def test_the_parity_tolerance_scales_with_the_logits(tiny_run, tmp_path, capsys, monkeypatch):
+    """Float noise of 3e-4 on logits near 10 (SwinUNETR) passes; the same on logits below 1
+    does not."""
+    import hybrid_unet.export as export
+
+    monkeypatch.setattr(export, "onnx_parity", lambda *a: (3e-4, 10.0))
+    assert export.main([str(tiny_run), str(tmp_path / "large")]) == 0
+    assert "allowed 0.001" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "large").iterdir()} == {"model.onnx", "model.ts"}
+    monkeypatch.setattr(export, "onnx_parity", lambda *a: (3e-4, 0.5))
+    assert export.main([str(tiny_run), str(tmp_path / "small")]) == 1
+    assert "exceeds 0.0001" in capsys.readouterr().err
