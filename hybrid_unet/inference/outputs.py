@@ -30,6 +30,7 @@ from hybrid_unet.data.io.nifti import write_nifti
 from hybrid_unet.data.layouts import CaseRecord
 from hybrid_unet.data.preprocessing import read_case
 from hybrid_unet.inference.pipeline import Segmentation
+from hybrid_unet.inference.sliding_window import report_progress
 from hybrid_unet.inference.volumes import structure_volumes
 
 SUMMARY_FILE = "summary.json"
@@ -102,7 +103,8 @@ def predict_cases(
         started = time.perf_counter()
         try:
             image, _, geometry = read_case(case)
-            result = segmenter(image, geometry)
+            with report_progress(case.name):  # a scan of many windows says how far it is
+                result = segmenter(image, geometry)
             written = write_case(case.name, result, geometry, output)
         except (DataError, ValueError, OSError, RuntimeError) as exc:
             error = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"

@@ -9,19 +9,78 @@ Windows are placed as nnU-Net places them: per axis ``ceil((size - patch) / step
 windows, ``step = patch * (1 - overlap)``, spread evenly from the first voxel to the last.
 Mirrored copies of each window (test-time augmentation) go through the network in the same
 batch as the window itself, and their logits are flipped back and averaged before stitching.
+Inside :func:`report_progress` (``predict`` and the ONNX runner, per case), a pass over many
+windows reports its progress on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 Forward = Callable[[np.ndarray], np.ndarray]
+
+# Progress of a long pass (a CT resampled to 500x410x410 is ~1900 windows, minutes on a CPU):
+# a bar on a terminal, else a line every PROGRESS_EVERY_S seconds; only inside report_progress.
+PROGRESS_MIN_WINDOWS = 200
+PROGRESS_EVERY_S = 30.0
+_clock = time.monotonic
+_progress_case: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sliding_window_case", default=None
+)
+
+
+@contextlib.contextmanager
+def report_progress(case: str) -> Iterator[None]:
+    """Within the block, a sliding-window pass over more than :data:`PROGRESS_MIN_WINDOWS`
+    windows reports on stderr how far it is (``case X: 400/1872 windows``)."""
+    token = _progress_case.set(case)
+    try:
+        yield
+    finally:
+        _progress_case.reset(token)
+
+
+class _Progress:
+    """A tqdm bar when stderr is a terminal, else a plain line every ``PROGRESS_EVERY_S``."""
+
+    def __init__(self, case: str, total: int) -> None:
+        self.case, self.total, self.done = case, total, 0
+        self.last = _clock()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=f"case {case}", unit="window", leave=False)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = _clock()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            print(f"case {self.case}: {self.done}/{self.total} windows", file=sys.stderr,
+                  flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(total: int) -> _Progress | None:
+    case = _progress_case.get()
+    return _Progress(case, total) if case is not None and total > PROGRESS_MIN_WINDOWS else None
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -151,6 +210,7 @@ class SlidingWindow:
         )
         slices = [tuple(slice(a, a + p) for a, p in zip(st, patch, strict=True)) for st in starts]
         flips = self.flips
+        progress = _progress(len(slices))
         for first in range(0, len(slices), self.batch_size):
             batch = slices[first : first + self.batch_size]
             windows = np.stack([image[(slice(None), *sl)] for sl in batch])  # (n, C, d, h, w)
@@ -165,6 +225,10 @@ class SlidingWindow:
             for j, sl in enumerate(batch):
                 logits[(slice(None), *sl)] += mean[j]
                 norm[sl] += weights
+            if progress is not None:
+                progress.update(n)
+        if progress is not None:
+            progress.close()
         out = (logits / norm).astype(np.float32) if half else np.divide(logits, norm, out=logits)
         return out[
             (slice(None), *(slice(a, a + s) for (a, _), s in zip(pad[1:], shape, strict=True)))

@@ -137,3 +137,38 @@ def test_matches_monai_where_windows_coincide(shape, sigma_scale, mode):
         theirs = sliding_window_inference(torch.from_numpy(image)[None], (16, 16, 16), 3, net,
                                           overlap=0.5, mode=mode)  # fmt: skip
     np.testing.assert_allclose(ours(image, forward, 3, (16, 16, 16)), theirs[0].numpy(), atol=1e-5)
+
+
+def test_a_long_case_reports_its_progress_inside_predict(tmp_path, monkeypatch, capsys):
+    """729 windows, a fake clock 10 s on per batch: a line every 30 s of it, on stderr only."""
+    import itertools
+
+    import nibabel as nib
+
+    from hybrid_unet.data.io.geometry import Geometry
+    from hybrid_unet.inference import sliding_window
+    from hybrid_unet.inference.inputs import find_cases
+    from hybrid_unet.inference.outputs import predict_cases
+    from hybrid_unet.inference.pipeline import Segmentation
+
+    ticks = itertools.count(0.0, 10.0)
+    monkeypatch.setattr(sliding_window, "_clock", lambda: next(ticks))
+    window = SlidingWindow(batch_size=9)
+    image = RNG.standard_normal((2, 40, 40, 40)).astype(np.float32)
+
+    window(image, pointwise, 3, (8, 8, 8))  # outside predict: silent
+    assert capsys.readouterr() == ("", "")
+
+    def segmenter(image: np.ndarray, geometry: Geometry) -> Segmentation:
+        stacked = np.concatenate([image, image])
+        return Segmentation(window(stacked, pointwise, 3, (8, 8, 8)).argmax(0).astype(np.uint8))
+
+    nib.save(nib.Nifti1Image(image[0].T, np.eye(4)), tmp_path / "big.nii.gz")
+    nib.save(nib.Nifti1Image(image[0, :8, :8, :8].T, np.eye(4)), tmp_path / "small.nii.gz")
+    predict_cases(find_cases(tmp_path), segmenter, tmp_path / "out", {1: "a"}, log=lambda m: None)
+
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and lines and all(line.startswith("case big: ") for line in lines)
+    assert lines[0] == "case big: 27/729 windows"  # 3 batches of 9 at 10 s each: 30 s
+    assert len(lines) == 729 // 27
