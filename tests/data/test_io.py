@@ -60,6 +60,30 @@ def test_nifti_round_trip_keeps_affine_and_values(tmp_path):
     np.testing.assert_allclose(nib.load(str(tmp_path / "out" / "seg.nii.gz")).affine, affine)
 
 
+@pytest.mark.parametrize("codes", [(1, 2), (0, 0), (1, 0)])
+def test_written_mask_keeps_the_sources_qform_and_sform_and_their_codes(tmp_path, codes):
+    """A source whose sform is 10 mm off its qform: a viewer using either form must draw the
+    mask where it draws the scan; codes 0 stay 0."""
+    qform = np.diag([0.8, 0.9, 2.5, 1.0])
+    qform[:3, 3] = [-20.0, 5.0, 3.0]
+    sform = qform.copy()
+    sform[0, 3] += 10.0
+    img = nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), None)
+    img.header.set_qform(qform, code=codes[0])
+    img.header.set_sform(sform, code=codes[1])
+    nib.save(img, str(tmp_path / "img.nii.gz"))
+    _, geo = read_nifti(tmp_path / "img.nii.gz")
+
+    write_nifti(tmp_path / "seg.nii.gz", np.ones((7, 6, 5), np.uint8), geo)
+
+    source, written = nib.load(str(tmp_path / "img.nii.gz")), nib.load(str(tmp_path / "seg.nii.gz"))
+    for form in ("qform", "sform"):
+        assert int(written.header[f"{form}_code"]) == int(source.header[f"{form}_code"])
+        np.testing.assert_allclose(getattr(written.header, f"get_{form}")(),
+                                   getattr(source.header, f"get_{form}")(), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
+
+
 @pytest.mark.parametrize("content", [b"", b"not a nifti at all"])
 def test_empty_or_garbage_nifti_names_file(tmp_path, content):
     path = tmp_path / "bad.nii.gz"

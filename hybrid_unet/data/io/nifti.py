@@ -62,8 +62,9 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
 def write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> None:
     """Write a ``(D, H, W)`` array (e.g. a predicted label map) with the geometry of its source.
 
-    The source header is reused when the geometry came from a NIfTI file, so qform/sform codes
-    survive; the data type follows ``array``.
+    The source header is reused when the geometry came from a NIfTI file: the array lies on
+    the scan's own grid, so its qform and sform are copied unchanged, codes included (a viewer
+    may use either, and they may differ); the data type follows ``array``.
 
     Args:
         path: Output ``.nii`` / ``.nii.gz`` path; parent folders are created.
@@ -76,12 +77,18 @@ def write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     affine = np.asarray(geometry.affine, dtype=np.float64) @ DHW_TO_XYZ
     header = geometry.header.copy() if isinstance(geometry.header, nib.Nifti1Header) else None
-    img = nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine, header)
+    data = np.ascontiguousarray(array.transpose(2, 1, 0))
+    if header is not None and np.allclose(header.get_best_affine(), affine, rtol=0, atol=1e-6):
+        # The source's own grid: affine None keeps its qform and sform and their codes as they
+        # are (an sform shifted from the qform stays so; code 0 stays 0).
+        img = nib.Nifti1Image(data, None, header)
+    else:
+        img = nib.Nifti1Image(data, affine, header)
+        if header is not None:
+            # Another grid: keep the codes, both forms carry exactly the affine we were given.
+            img.set_qform(affine, code=int(header["qform_code"]) or 1)
+            img.set_sform(affine, code=int(header["sform_code"]) or 1)
     img.set_data_dtype(array.dtype)
-    if header is not None:
-        # Keep the source's codes but make both forms carry exactly the affine we were given.
-        img.set_qform(affine, code=int(header["qform_code"]) or 1)
-        img.set_sform(affine, code=int(header["sform_code"]) or 1)
     # Scaling from an intensity image's header must not apply to a label map.
     img.header.set_slope_inter(1.0, 0.0)
     nib.save(img, str(path))
