@@ -25,7 +25,7 @@ from hybrid_unet.atomic import (
     remove_stale_temporaries,
 )
 from hybrid_unet.data.errors import DataError
-from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.io.geometry import DHW_TO_XYZ, Geometry
 from hybrid_unet.data.io.nifti import write_nifti
 from hybrid_unet.data.layouts import CaseRecord
 from hybrid_unet.data.preprocessing import read_case
@@ -60,13 +60,19 @@ def csv_text(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def write_case(name: str, result: Segmentation, geometry: Geometry, output: Path) -> dict[str, str]:
-    """The label map ``<name>.nii.gz`` and, when present, probabilities and uncertainty."""
+    """The label map ``<name>.nii.gz`` and, when present, probabilities and uncertainty.
+
+    ``probabilities/<name>.npz`` holds ``probabilities`` ``(K, x, y, z)`` float16, in the label
+    NIfTI's own voxel order (``probabilities[:, i, j, k]`` belongs to the mask's voxel
+    ``[i, j, k]``), with that NIfTI's ``affine`` and ``spacing`` ``(x, y, z)``.
+    """
     written = {"label": str(atomic_write_nifti(output / f"{name}.nii.gz", result.label, geometry))}
     if result.probabilities is not None:
         path = output / "probabilities" / f"{name}.npz"
+        xyz = result.probabilities.transpose(0, 3, 2, 1).astype(np.float16)  # from (K, D, H, W)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, probabilities=result.probabilities.astype(np.float16),
-                                affine=geometry.affine, spacing=np.asarray(geometry.spacing))  # fmt: skip
+            np.savez_compressed(f, probabilities=xyz, affine=geometry.affine @ DHW_TO_XYZ,
+                                spacing=np.asarray(geometry.spacing[::-1]))  # fmt: skip
         written["probabilities"] = str(path)
     if result.uncertainty is not None:
         path = output / "uncertainty" / f"{name}.nii.gz"

@@ -128,3 +128,22 @@ def test_a_case_with_mismatched_channels_fails_alone_in_predict(tmp_path):
     assert [c["case"] for c in summary["cases"]] == ["good"]
     (failed,) = summary["failed"]
     assert failed["error"].startswith(str(scans / "bad_0001.nii.gz") + ": channel shape")
+
+
+def test_probabilities_are_stored_in_the_label_niftis_voxel_order(tmp_path):
+    from hybrid_unet.data.io.geometry import Geometry
+    from hybrid_unet.inference.outputs import write_case
+    from hybrid_unet.inference.pipeline import Segmentation
+
+    label = np.random.default_rng(0).integers(0, 3, (4, 5, 6)).astype(np.uint8)  # (D, H, W)
+    one_hot = np.eye(3, dtype=np.float32)[label].transpose(3, 0, 1, 2)  # (K, D, H, W)
+    geometry = Geometry.from_spacing((3.0, 2.0, 1.0))
+
+    write_case("c", Segmentation(label, one_hot), geometry, tmp_path)
+
+    mask = nib.load(tmp_path / "c.nii.gz")
+    stored = np.load(tmp_path / "probabilities" / "c.npz")
+    assert stored["probabilities"].shape == (3, *mask.shape) == (3, 6, 5, 4)
+    np.testing.assert_array_equal(stored["probabilities"].argmax(0), np.asarray(mask.dataobj))
+    np.testing.assert_allclose(stored["affine"], mask.affine)
+    np.testing.assert_allclose(stored["spacing"], mask.header.get_zooms())

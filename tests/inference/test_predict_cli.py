@@ -78,8 +78,11 @@ def test_ensemble_writes_masks_volumes_and_a_summary_naming_the_bad_file(
             assert float(rows[f"case_{i}"][f"class_{c}_ml"]) == pytest.approx(expected, abs=1e-9)
         uncertainty = nib.load(out / "uncertainty" / f"case_{i}.nii.gz")
         assert uncertainty.shape == source.shape and np.asarray(uncertainty.dataobj).max() > 0
-        probs = np.load(out / "probabilities" / f"case_{i}.npz")["probabilities"]
-        assert probs.shape == (4, *source.shape[::-1])
+        stored = np.load(out / "probabilities" / f"case_{i}.npz")
+        probs = stored["probabilities"]  # (K, x, y, z): the label NIfTI's own voxel order
+        assert probs.shape == (4, *source.shape)
+        np.testing.assert_allclose(stored["affine"], pred.affine, atol=1e-5)
+        np.testing.assert_allclose(stored["spacing"], pred.header.get_zooms(), rtol=1e-6)
     assert not list(out.glob(".tmp-*")) and (out / ".hydra" / "config.yaml").is_file()
 
 
