@@ -341,12 +341,28 @@ class Trainer:
         planned = min(planned, self.t["max_epochs"] * self.t["steps_per_epoch"])
         first = not self.state.planned_steps
         self.state.planned_steps = planned
-        for fn in getattr(self.scheduler, "lr_lambdas", []):
-            if hasattr(fn, "total_steps"):
-                fn.total_steps = planned
+        for fn in self._lr_lambdas():
+            fn.total_steps = planned
         if first:
             print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps "
                   "(re-fitted to the measured speed as the run goes).")  # fmt: skip
+
+    def _lr_lambdas(self) -> list:
+        return [fn for fn in getattr(self.scheduler, "lr_lambdas", []) if hasattr(fn, "total_steps")]
+
+    def _apply_horizon(self, horizons: list[int]) -> None:
+        """After a resume, the schedule spans this command's horizon, not the checkpoint's.
+
+        An extended run (``trainer.max_epochs`` raised, or ``scheduler.total_steps`` given)
+        would otherwise keep the saved horizon and train on at a learning rate of zero. A run
+        on a time budget keeps the horizon it planned (and goes on re-fitting it).
+        """
+        planned = self.state.planned_steps if self.t["max_time_minutes"] is not None else None
+        for fn, horizon in zip(self._lr_lambdas(), horizons, strict=True):
+            new = planned or horizon
+            if new != fn.total_steps and self.dist.is_main:
+                print(f"Learning-rate schedule: {fn.total_steps} -> {new} steps.")
+            fn.total_steps = new
 
     def out_of_time(self) -> bool:
         budget = self.t["max_time_minutes"]
@@ -387,7 +403,8 @@ class Trainer:
             print("Resuming with changed settings:\n" + "\n".join(changed))
         unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        horizons = [fn.total_steps for fn in self._lr_lambdas()]  # this command's horizon
+        self.scheduler.load_state_dict(ckpt["scheduler"])  # also restores the saved horizon
         self.scaler.load_state_dict(ckpt["scaler"])
         # Checkpoints from before the loss kept its running means (extra state) still load.
         keys = self.loss_fn.load_state_dict(ckpt["loss"], strict=False)
@@ -396,6 +413,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(ckpt.get("ema") or unwrap_model(self.model).state_dict())
         self.state.load_state_dict(ckpt["state"])
+        self._apply_horizon(horizons)
         set_rng_state(ckpt["rng"])
         print(f"Resumed from {path} at epoch {self.state.epoch}, step {self.state.step}.")
         return ckpt.get("logger", {})

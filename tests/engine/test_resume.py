@@ -64,6 +64,7 @@ def test_a_resume_refuses_new_values_for_what_it_restores_and_lists_the_rest(tmp
     in the run (its next resume would replay it). Other changes apply and are listed."""
     run = _run(tmp_path, "r")
     recorded, metrics = _hydra_files(run), (run / "metrics.csv").read_bytes()
+    before = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     for change, key in [("optimizer.lr=1e-4", "optimizer.lr"),
                         ("model.features=[4,8,16,32]", "model.features")]:  # fmt: skip
         result = cli([f"trainer.resume={run}", "trainer.max_epochs=2", change], tmp_path)
@@ -75,11 +76,18 @@ def test_a_resume_refuses_new_values_for_what_it_restores_and_lists_the_rest(tmp
     assert "Resuming with changed settings:" in extended.stdout
     assert "data.batch_size: 2 -> 1" in extended.stdout
     assert "trainer.max_epochs: 1 -> 2" in extended.stdout
+    # The extension trains: the schedule spans the new 6 steps instead of the saved 3, whose
+    # learning rate had already decayed to zero.
+    assert "Learning-rate schedule: 3 -> 6 steps." in extended.stdout
+    after = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert after["scheduler"]["lr_lambdas"][0]["total_steps"] == 6
+    assert any(not torch.equal(before[k], v) for k, v in after["model"].items())
 
 
 def test_a_new_run_never_trains_over_an_existing_one(tmp_path):
     run = _run(tmp_path, "r")
     recorded, metrics = _hydra_files(run), (run / "metrics.csv").read_bytes()
+    before = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     again = cli([*TINY, "trainer.max_epochs=1", "run_name=r", "seed=5"], tmp_path)
     assert again.code == 2, again.stderr[-3000:]
     assert f"{run} already holds a run" in again.stderr and f"trainer.resume={run}" in again.stderr
