@@ -87,7 +87,6 @@ def test_a_resume_refuses_new_values_for_what_it_restores_and_lists_the_rest(tmp
 def test_a_new_run_never_trains_over_an_existing_one(tmp_path):
     run = _run(tmp_path, "r")
     recorded, metrics = _hydra_files(run), (run / "metrics.csv").read_bytes()
-    before = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     again = cli([*TINY, "trainer.max_epochs=1", "run_name=r", "seed=5"], tmp_path)
     assert again.code == 2, again.stderr[-3000:]
     assert f"{run} already holds a run" in again.stderr and f"trainer.resume={run}" in again.stderr
