@@ -130,7 +130,7 @@ class Trainer:
             self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
             try:
                 while not self.finished() and not self.stopping:
-                    self.loss_fn.update(state.epoch, t["max_epochs"])
+                    self.loss_fn.update(state.epoch, self.planned_epochs())
                     self.model.train()
                     for p in self.encoder:  # a function of the epoch, so resumes agree
                         p.requires_grad_(state.epoch >= t["freeze_encoder_epochs"])
@@ -347,8 +347,17 @@ class Trainer:
             print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps "
                   "(re-fitted to the measured speed as the run goes).")  # fmt: skip
 
+    def planned_epochs(self) -> int:
+        """Epochs the run is planned to last: the time budget's plan once fitted, else
+        ``trainer.max_epochs``. A loss schedule (``loss=adaptive_schedule``) spans these."""
+        if self.t["max_time_minutes"] is not None and self.state.planned_steps:
+            return max(1, math.ceil(self.state.planned_steps / self.t["steps_per_epoch"]))
+        return self.t["max_epochs"]
+
     def _lr_lambdas(self) -> list:
-        return [fn for fn in getattr(self.scheduler, "lr_lambdas", []) if hasattr(fn, "total_steps")]
+        return [
+            fn for fn in getattr(self.scheduler, "lr_lambdas", []) if hasattr(fn, "total_steps")
+        ]
 
     def _apply_horizon(self, horizons: list[int]) -> None:
         """After a resume, the schedule spans this command's horizon, not the checkpoint's.

@@ -158,3 +158,19 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monke
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     for key in ("step", "train_loss", "lr", "mean_dice"):  # elapsed_s differs, nothing else
         assert [r[key] for r in _rows(tmp_path / "a")] == [r[key] for r in _rows(tmp_path / "b")]
+
+
+def test_a_loss_schedule_spans_the_epochs_a_time_budget_plans():
+    """``loss=adaptive_schedule`` moves its weights over the planned run: under a time budget
+    that is the fitted step count, not ``trainer.max_epochs`` (which a budget never reaches)."""
+    from types import SimpleNamespace
+
+    from hybrid_unet.engine.trainer import Trainer
+
+    run = SimpleNamespace(t={"max_time_minutes": 6.5, "steps_per_epoch": 250, "max_epochs": 1000},
+                          state=SimpleNamespace(planned_steps=1985))  # fmt: skip
+    assert Trainer.planned_epochs(run) == 8
+    run.state.planned_steps = 0  # before the budget is fitted to the measured speed
+    assert Trainer.planned_epochs(run) == 1000
+    run.t["max_time_minutes"], run.state.planned_steps = None, 1985
+    assert Trainer.planned_epochs(run) == 1000
