@@ -20,6 +20,7 @@ class TrainState:
     epoch_loss_sum: float = 0.0
     epoch_steps: int = 0
     skipped_steps: int = 0
+    epoch_skipped: int = 0  # this epoch's skipped steps: not in epoch_loss_sum
     planned_steps: int = 0  # set when a time budget sized the run (0: the whole run)
     best_mean_dice: float = float("-inf")  # reported in the summary whatever is monitored
     top_k: list = field(default_factory=list)  # [value, epoch, file name] of kept checkpoints

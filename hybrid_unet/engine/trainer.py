@@ -55,6 +55,12 @@ class LoaderWorkerDied(RuntimeError):
     """A data loader worker process died (killed, out of memory); says how to resume."""
 
 
+def _mean_loss(state: TrainState) -> float:
+    """The epoch's mean training loss over its finite steps (NaN when every step was skipped)."""
+    finite = state.epoch_steps - state.epoch_skipped
+    return state.epoch_loss_sum / finite if finite > 0 else float("nan")
+
+
 class Trainer:
     """Trains one run described by a resolved config (a plain dict) in ``run_dir``."""
 
@@ -187,6 +193,7 @@ class Trainer:
             state.step += 1
             state.epoch_steps += 1
             state.skipped_steps += result.skipped
+            state.epoch_skipped += result.skipped
             state.bad_steps_in_row = state.bad_steps_in_row + 1 if result.skipped else 0
             state.epoch_loss_sum += 0.0 if result.skipped else result.loss
             state.elapsed_seconds = time.perf_counter() - self.started
@@ -217,17 +224,16 @@ class Trainer:
         t, state = self.t, self.state
         metrics = {
             "epoch": state.epoch + 1,
-            "train_loss": mean_over_ranks(
-                state.epoch_loss_sum / max(state.epoch_steps, 1), self.dist
-            ),
+            "train_loss": mean_over_ranks(_mean_loss(state), self.dist),
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "elapsed_s": state.elapsed_seconds,
             "system/peak_memory_mb": peak_memory_mb(self.device),
             **{f"loss/{k}": v for k, v in self.loss_fn.log_values().items()},
         }
+        skipped = state.epoch_skipped
         state.epoch += 1
-        state.epoch_loss_sum, state.epoch_steps = 0.0, 0
+        state.epoch_loss_sum, state.epoch_steps, state.epoch_skipped = 0.0, 0, 0
         last, images = self.finished(), {}
         if state.epoch % t["val_every"] == 0 or last:
             with self.ema.swapped() if self.ema is not None else nullcontext():
@@ -253,9 +259,11 @@ class Trainer:
         if not self.dist.is_main:
             return
         shown = {k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "mean_dice")}
+        skipped_note = f" ({skipped} step(s) skipped: non-finite loss or gradient)" if skipped else ""
         print(
             f"epoch {state.epoch}/{t['max_epochs']} "
             + " ".join(f"{k}={v}" for k, v in shown.items())
+            + skipped_note
         )
 
     def check_early_stopping(self, metrics: dict[str, float]) -> None:

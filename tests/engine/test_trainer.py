@@ -174,3 +174,22 @@ def test_a_loss_schedule_spans_the_epochs_a_time_budget_plans():
     assert Trainer.planned_epochs(run) == 1000
     run.t["max_time_minutes"], run.state.planned_steps = None, 1985
     assert Trainer.planned_epochs(run) == 1000
+
+
+def test_train_loss_is_the_mean_of_the_finite_steps(tmp_path, monkeypatch, capsys):
+    """A skipped (non-finite) step adds nothing to the epoch's loss, nor to its count."""
+    real_step, results = trainer_module.train_step, []
+
+    def every_other_nan(model, loss_fn, optimizer, scaler, batches, *args):
+        if len(results) % 2:
+            batches = [{**b, "image": torch.full_like(b["image"], float("nan"))} for b in batches]
+        results.append(real_step(model, loss_fn, optimizer, scaler, batches, *args))
+        return results[-1]
+
+    monkeypatch.setattr(trainer_module, "train_step", every_other_nan)
+    summary, _ = train_in_process(["trainer.max_epochs=1", "trainer.steps_per_epoch=4",
+                                   "data.max_val_cases=1"], tmp_path)  # fmt: skip
+    finite = [r.loss for r in results if not r.skipped]
+    assert summary["skipped_steps"] == 2 and len(finite) == 2
+    assert float(_rows(tmp_path)[0]["train_loss"]) == pytest.approx(np.mean(finite), rel=1e-5)
+    assert "(2 step(s) skipped: non-finite loss or gradient)" in capsys.readouterr().out
