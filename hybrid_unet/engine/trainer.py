@@ -259,7 +259,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         shown = {k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "mean_dice")}
-        skipped_note = f" ({skipped} step(s) skipped: non-finite loss or gradient)" if skipped else ""
+        skipped_note = (
+            f" ({skipped} step(s) skipped: non-finite loss or gradient)" if skipped else ""
+        )
         print(
             f"epoch {state.epoch}/{t['max_epochs']} "
             + " ".join(f"{k}={v}" for k, v in shown.items())
