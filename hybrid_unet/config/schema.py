@@ -144,7 +144,8 @@ class TrainerConfig:
     log_images: bool = True
     """Log a middle-slice panel (image, label, prediction) of one case at every validation."""
     ema_decay: float | None = None
-    """Keep an exponential moving average of the weights and validate with it (e.g. 0.999)."""
+    """Keep an exponential moving average of the weights and validate with it (e.g. 0.999;
+    warmed up as ``min(decay, (1 + step) / (10 + step))``)."""
 
 
 @dataclass

@@ -9,9 +9,12 @@ import torch
 
 
 class ModelEMA:
-    """``shadow = decay * shadow + (1 - decay) * weights`` after every optimizer step.
+    """``shadow = d * shadow + (1 - d) * weights`` after every optimizer step.
 
-    Floating-point parameters and buffers are averaged; integer buffers (counters) are copied.
+    ``d = min(decay, (1 + step) / (10 + step))`` at optimizer step ``step`` (0-based): a
+    warm-up, so the random initial weights do not linger in the average (with a fixed 0.999
+    they would still carry 0.999^300 = 74 % of it after 300 steps). Floating-point parameters
+    and buffers are averaged; integer buffers (counters) are copied.
 
     Args:
         model: The bare model (not DDP- or compile-wrapped).
@@ -24,11 +27,18 @@ class ModelEMA:
         self.model, self.decay = model, decay
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    def decay_at(self, step: int) -> float:
+        """The decay used at optimizer step ``step`` (0-based)."""
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self) -> None:
+    def update(self, step: int) -> None:
+        """Average in the weights after optimizer step ``step`` (0-based; the trainer's own
+        count, so a resumed run goes on with the same decay)."""
+        weight = 1.0 - self.decay_at(step)
         for name, value in self.model.state_dict().items():
             if value.is_floating_point():
-                self.shadow[name].lerp_(value.detach(), 1.0 - self.decay)
+                self.shadow[name].lerp_(value.detach(), weight)
             else:
                 self.shadow[name].copy_(value)
 

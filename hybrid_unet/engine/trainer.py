@@ -189,7 +189,7 @@ class Trainer:
             else:
                 self.scheduler.step()
             if self.ema is not None and not result.skipped:
-                self.ema.update()
+                self.ema.update(state.step)
             state.step += 1
             state.epoch_steps += 1
             state.skipped_steps += result.skipped

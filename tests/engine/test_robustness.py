@@ -65,10 +65,18 @@ def test_ema_update_and_swap():
     ema = ModelEMA(model, decay=0.5)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    ema.update()  # 0.5 * 0 + 0.5 * 1
+    ema.update(step=100)  # past the warm-up: 0.5 * 0 + 0.5 * 1
     with ema.swapped():
         assert torch.equal(model.weight, torch.full((1, 2), 0.5))
     assert torch.equal(model.weight, torch.ones(1, 2))
+    # The warm-up: at step 0 the average takes 0.9 of the new weights, not 1 - decay of them,
+    # so a 0.999 average is not held near the random initial weights for thousands of steps.
+    slow = ModelEMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(11.0)
+    slow.update(step=0)  # 0.1 * 1 + 0.9 * 11
+    torch.testing.assert_close(slow.shadow["weight"], torch.full((1, 2), 10.0))
+    assert slow.decay_at(0) == pytest.approx(0.1) and slow.decay_at(10**6) == 0.999
     with pytest.raises(ValueError, match="ema_decay"):
         ModelEMA(model, decay=1.0)
 
