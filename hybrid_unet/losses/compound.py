@@ -46,6 +46,7 @@ class WeightedSumLoss(SegmentationLoss):
             raise ValueError("need at least one loss")
         self.losses = nn.ModuleDict(dict(losses.items()))
         self._means = RunningMeans()
+        self.recording = True  # deep supervision turns it off for the lower scales
 
     def current_weights(self) -> dict[str, torch.Tensor | float]:
         """``{name: weight}`` used by the next forward."""
@@ -54,7 +55,7 @@ class WeightedSumLoss(SegmentationLoss):
     def components(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every component's value; recorded for :meth:`log_values` in training mode."""
         values = {name: loss(logits, target) for name, loss in self.losses.items()}
-        if self.training:
+        if self.training and self.recording:
             self._means.add(values.items())
         return values
 

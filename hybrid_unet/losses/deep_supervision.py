@@ -46,7 +46,9 @@ class DeepSupervisionLoss(nn.Module):
     """Applies ``loss`` to each output scale against a target resized once per call.
 
     The trainer wraps the configured loss in this. Parameters of ``loss`` are parameters of
-    this module, and ``update()`` / ``log_values()`` are forwarded to it.
+    this module, and ``update()`` / ``log_values()`` are forwarded to it; the components a
+    compound loss logs are those of the full-resolution output (so ``loss/dice`` is the Dice
+    loss of the prediction, not an unweighted mean over scales).
 
     Args:
         loss: Any loss ``(logits (B, K, D, H, W), target (B, 1, D, H, W)) -> scalar``.
@@ -104,11 +106,18 @@ class DeepSupervisionLoss(nn.Module):
             if len(targets) != len(outputs):
                 raise ValueError(f"got {len(outputs)} outputs but {len(targets)} targets")
         total = None
-        for out, tgt, w in zip(outputs, targets, weights, strict=True):
-            if w == 0:  # the dropped lowest scale costs nothing
-                continue
-            term = w * self.loss(out, tgt)
-            total = term if total is None else total + term
+        recorders = [m for m in self.loss.modules() if hasattr(m, "recording")]
+        try:
+            for scale, (out, tgt, w) in enumerate(zip(outputs, targets, weights, strict=True)):
+                if w == 0:  # the dropped lowest scale costs nothing
+                    continue
+                for m in recorders:  # logged components: the full-resolution output's
+                    m.recording = scale == 0
+                term = w * self.loss(out, tgt)
+                total = term if total is None else total + term
+        finally:
+            for m in recorders:
+                m.recording = True
         return total
 
     def update(self, epoch: int, max_epochs: int) -> None:

@@ -127,3 +127,20 @@ def test_downsample_target_matches_torch_nearest_and_keeps_large_labels():
         ref = torch.nn.functional.interpolate(target.double(), size=size, mode="nearest").long()
         torch.testing.assert_close(ours, ref)
     assert downsample_target(target, (5, 4, 4))[0, 0, 0, 0, 0] == 100_000_001
+
+
+def test_logged_components_are_the_full_resolution_outputs():
+    """``loss/dice`` and ``loss/ce`` are the terms of the prediction itself, not an unweighted
+    mean over the scales (which matched neither the full-resolution terms nor the loss)."""
+    full, target = make_batch(seed=3)
+    half = torch.nn.functional.avg_pool3d(full, 2) + torch.randn(1).item()  # another loss value
+    alone = DiceCELoss()
+    alone(full, target)
+    expected = alone.log_values()
+    wrapped = DeepSupervisionLoss(DiceCELoss(), weights=[2, 1])
+    wrapped([full, half], target)
+    logged = wrapped.log_values()
+    assert logged.keys() == expected.keys()
+    for name, value in expected.items():
+        assert logged[name] == pytest.approx(value, rel=1e-6)
+    assert all(m.recording for m in wrapped.modules() if hasattr(m, "recording"))
