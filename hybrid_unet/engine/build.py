@@ -261,8 +261,9 @@ def build_optimizer(cfg: dict, model: torch.nn.Module, loss: torch.nn.Module):
 def param_groups(model: torch.nn.Module, *others: torch.nn.Module) -> list[dict]:
     """Two groups: decayed (weights of 2+ dims) and not decayed (``weight_decay=0``).
 
-    Exempt: biases, every parameter of a normalisation layer, any 1-D parameter (scales,
-    gains, learned loss weights), the parameters of ``others`` and the names a model lists in
+    Exempt: biases, every parameter of a normalisation layer, any parameter with one
+    dimension over 1 (scales, gains, learned loss weights, a gate's per-channel ``(1, C, 1, 1,
+    1)`` scale and shift), the parameters of ``others`` and the names a model lists in
     its own ``no_weight_decay()`` (position tables, as timm does). Decaying a norm's scale
     towards zero fights the normalisation and only slows training.
     """
@@ -274,7 +275,9 @@ def param_groups(model: torch.nn.Module, *others: torch.nn.Module) -> list[dict]
             if not param.requires_grad:
                 continue
             full = f"{module_name}.{name}" if module_name else name
-            exempt = param.ndim <= 1 or isinstance(module, norms) or name == "bias"
+            # a per-channel (1, C, 1, 1, 1) scale or shift, broadcast over the batch and space
+            per_channel = param.shape[:1] == (1,) and param.numel() == max(param.shape)
+            exempt = param.ndim <= 1 or per_channel or isinstance(module, norms) or name == "bias"
             (no_decay if exempt or full in skip else decay).append(param)
     no_decay += [p for other in others for p in other.parameters() if p.requires_grad]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]

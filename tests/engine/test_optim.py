@@ -45,14 +45,17 @@ def test_norms_biases_and_1d_params_are_not_decayed(name):
         assert decayed["nesterov"] and exempt["nesterov"]
 
 
-def test_every_parameter_of_the_default_model_is_in_one_group():
+def test_every_parameter_of_the_hybrid_model_is_in_one_group():
     from hybrid_unet.engine.build import instantiate_model
 
-    cfg = compose_config(["paths.output_dir=unused"])
+    cfg = compose_config(["paths.output_dir=unused", "model.shuffle_attention=shuffle"])
     model = instantiate_model(OmegaConf.to_container(cfg, resolve=True)["model"])
     decayed, exempt = param_groups(model)
     assert len(decayed["params"]) + len(exempt["params"]) == len(list(model.parameters()))
     assert all(p.ndim > 1 for p in decayed["params"])
+    # shuffle attention's gates: per-channel (1, C, 1, 1, 1) scales and shifts, not decayed
+    gates = {id(p) for n, p in model.named_parameters() if n.endswith(("c_weight", "s_bias"))}
+    assert gates and not gates & {id(p) for p in decayed["params"]}
 
 
 def test_warmup_cosine_shape():
