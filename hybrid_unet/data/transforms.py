@@ -30,6 +30,8 @@ from monai.transforms import (
     RandSimulateLowResolutiond,
 )
 
+from hybrid_unet.data.planning import ANISOTROPY_RATIO
+
 IMAGE, LABEL = "image", "label"
 
 
@@ -57,6 +59,9 @@ class RandRotateScaled(Randomizable, MapTransform):
         scale_range: ``(low, high)`` zoom factor; above 1 enlarges the content.
         p_rotate: Probability of rotating.
         p_scale: Probability of scaling.
+        coarse_axis: For an anisotropic plan (thick slices), the through-slice axis: rotation
+            is then about this axis only and scaling in-plane only, as in nnU-Net, since a
+            rotation that tilts the slices reaches far past the few slices of a patch.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class RandRotateScaled(Randomizable, MapTransform):
         scale_range: tuple[float, float] = (0.7, 1.4),
         p_rotate: float = 0.2,
         p_scale: float = 0.2,
+        coarse_axis: int | None = None,
     ) -> None:
         MapTransform.__init__(self, [IMAGE, LABEL], allow_missing_keys=True)
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -72,9 +78,12 @@ class RandRotateScaled(Randomizable, MapTransform):
         self.rotate_range = math.radians(rotate_range)
         self.scale_range = scale_range
         self.p_rotate, self.p_scale = p_rotate, p_scale
+        self.coarse_axis = coarse_axis
 
     def randomize(self, data: Any = None) -> None:
         self.angles = self.R.uniform(-self.rotate_range, self.rotate_range, 3)
+        if self.coarse_axis is not None:  # in-plane only (the same draws: same random stream)
+            self.angles = np.where(np.arange(3) == self.coarse_axis, self.angles, 0.0)
         self.zoom = float(self.R.uniform(*self.scale_range))
         self.do_rotate = self.R.rand() < self.p_rotate
         self.do_scale = self.R.rand() < self.p_scale
@@ -82,8 +91,11 @@ class RandRotateScaled(Randomizable, MapTransform):
     def _theta(self, shape: tuple[int, ...]) -> torch.Tensor:
         # Output voxel (centred) -> input voxel: rotate, and shrink by 1/zoom to enlarge content.
         matrix = _rotation(self.angles) if self.do_rotate else np.eye(3)
-        if self.do_scale:
+        if self.do_scale and self.coarse_axis is None:
             matrix = matrix / self.zoom
+        elif self.do_scale:
+            matrix = matrix @ np.diag([1.0 if a == self.coarse_axis else 1 / self.zoom
+                                       for a in range(3)])  # fmt: skip
         half = np.diag([(n - 1) / 2 if n > 1 else 1.0 for n in shape])
         norm = np.linalg.inv(half) @ matrix @ half
         # grid_sample wants (x, y, z) = (W, H, D): reverse rows and columns.
@@ -148,6 +160,7 @@ def build_train_transform(
     blur_sigma: tuple[float, float] = (0.5, 1.0),
     p_lowres: float = 0.25,
     lowres_zoom: tuple[float, float] = (0.5, 1.0),
+    spacing: Sequence[float] | None = None,
 ) -> Callable[[dict, int], dict]:
     """Build the training augmentation; every probability is a config value.
 
@@ -175,6 +188,9 @@ def build_train_transform(
         blur_sigma: ``(low, high)`` blur sigma.
         p_lowres: Probability of down- and up-sampling by a zoom in ``lowres_zoom``.
         lowres_zoom: ``(low, high)`` zoom of the low-resolution simulation.
+        spacing: The plan's voxel spacing ``(sd, sh, sw)``, filled in by the trainer. When one
+            axis is over 3x coarser than the finest (thick slices), rotation is about that
+            axis only and scaling in-plane only.
 
     Returns:
         ``transform(sample, seed) -> sample``: the same seed gives the same output.
@@ -182,7 +198,12 @@ def build_train_transform(
     for name, p in list(locals().items()):
         if name.startswith("p_") and not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    parts: list[Any] = [RandRotateScaled(rotate_range, tuple(scale_range), p_rotate, p_scale)]
+    coarse = None
+    if spacing is not None and max(spacing) > ANISOTROPY_RATIO * min(spacing):
+        coarse = int(np.argmax(spacing))
+    parts: list[Any] = [
+        RandRotateScaled(rotate_range, tuple(scale_range), p_rotate, p_scale, coarse)
+    ]
     if p_elastic > 0:
         parts.append(
             Rand3DElasticd(

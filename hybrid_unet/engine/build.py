@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from torch.utils.data import DataLoader
 
 from hybrid_unet.config.errors import ConfigError
@@ -105,12 +106,24 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     return TrainingData(source, train_names=train, val_names=val, plan=plan_dict)
 
 
+def build_augmentation(node: dict | None, plan: dict | None):
+    """The training transform; one whose builder takes ``spacing`` gets the plan's (so
+    thick-slice data is rotated in-plane only, see ``build_train_transform``)."""
+    if not node:
+        return None
+    builder = get_object(node["_target_"])
+    takes_spacing = "spacing" in inspect.signature(builder).parameters
+    if plan is not None and takes_spacing and "spacing" not in node:
+        return instantiate(node, spacing=list(plan["spacing"]))
+    return instantiate(node)
+
+
 def build_train_loader(
     cfg: dict, data: TrainingData, start_step: int, rank: int = 0, world_size: int = 1
 ) -> DataLoader:
     """An endless loader whose batch ``n`` depends only on ``(seed, n)`` (and the rank)."""
     d = cfg["data"]
-    transform = instantiate(d["augmentation"]) if d["augmentation"] else None
+    transform = build_augmentation(d["augmentation"], data.plan)
     dataset = PatchDataset(
         data.source, data.train_names, d["patch_size"], d["batch_size"],
         d["oversample_foreground"], transform, seed=cfg["seed"],

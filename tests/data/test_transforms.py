@@ -122,3 +122,31 @@ def test_validated_mirror_axes_follow_val_mirror_and_the_trained_flips():
     assert validated_mirror_axes(run({"val_mirror": False}, flips)) == ()
     assert validated_mirror_axes(run({}, flips)) == ()  # a run from before val_mirror
     assert validated_mirror_axes(run({"val_mirror": True}, {"_target_": "my.own"})) == (0, 1, 2)
+
+
+def test_thick_slices_are_rotated_and_scaled_in_plane_only():
+    """With 5 mm slices (axis D) a rotation that tilts the slices would pull image and label
+    from slices far outside the patch: only in-plane rotation and scaling are drawn."""
+    slab = np.broadcast_to(np.arange(12, dtype=np.float32)[:, None, None], (12, 24, 20))
+    sample = {"image": slab[None].copy(), "label": (slab[None] % 3).astype(np.uint8)}
+    moved = OFF | {"p_rotate": 1.0, "p_scale": 1.0, "rotate_range": 30.0}
+    thick = build_train_transform(**moved, spacing=(5.0, 0.8, 0.8))
+    iso = build_train_transform(**moved, spacing=(1.0, 1.0, 1.0))
+    for seed in range(4):  # each slice stays itself: constant, with its own value and label
+        out = thick(sample, seed)
+        np.testing.assert_allclose(out["image"], sample["image"], atol=1e-4)
+        np.testing.assert_array_equal(out["label"][:, 2:-2, 2:-2, 2:-2],
+                                      sample["label"][:, 2:-2, 2:-2, 2:-2])  # fmt: skip
+    assert any(not np.allclose(iso(sample, s)["image"], sample["image"]) for s in range(4))
+    coarse_w = build_train_transform(**moved, spacing=(0.8, 0.8, 4.0)).compose.transforms[0]
+    assert coarse_w.coarse_axis == 2
+
+
+def test_the_trainer_hands_the_plans_spacing_to_the_augmentation():
+    from hybrid_unet.engine.build import build_augmentation
+
+    node = {"_target_": "hybrid_unet.data.transforms.build_train_transform", "p_rotate": 1.0}
+    rotate = build_augmentation(node, {"spacing": [5.0, 0.8, 0.8]}).compose.transforms[0]
+    assert rotate.coarse_axis == 0
+    assert build_augmentation(node, None).compose.transforms[0].coarse_axis is None  # phantoms
+    assert build_augmentation(None, {"spacing": [5.0, 0.8, 0.8]}) is None
