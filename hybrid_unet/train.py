@@ -180,9 +180,21 @@ def resume_argv(argv: list[str]) -> list[str]:
     if not isinstance(recorded_args, list) or not all(isinstance(a, str) for a in recorded_args):
         raise ConfigError([f"{recorded}: expected a list of override strings"])
     new_keys = {_override_key(a) for a in argv}
+    recorded_args += _recorded_search_path(run_dir)
     old = [a for a in recorded_args if _override_key(a) not in new_keys]
     old = [a for a in old if _override_key(a) not in ("trainer.resume", "hydra.run.dir")]
     return with_overrides(argv, before=old, after=[f"hydra.run.dir={run_dir}"])
+
+
+def _recorded_search_path(run_dir: Path) -> list[str]:
+    """The run's ``hydra.searchpath`` override: Hydra records it in ``hydra.yaml``, not in
+    ``overrides.yaml``, and a run that used the user's own config groups needs it to resume."""
+    try:
+        node = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        given = node["hydra"]["overrides"]["hydra"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    return [a for a in given if isinstance(a, str) and _override_key(a) == "hydra.searchpath"]
 
 
 def sweep_argv(argv: list[str]) -> list[str]:

@@ -133,3 +133,19 @@ def test_sigterm_during_start_up_exits_with_a_line_and_no_checkpoint(tmp_path, m
     assert "SIGTERM received outside training: exiting" in result.stderr
     assert not list((tmp_path / "runs").rglob("*.pt"))
     assert signal.getsignal(signal.SIGTERM) is before  # the entry point put its handler back
+
+
+def test_a_run_with_the_users_own_config_groups_resumes_without_repeating_the_search_path(
+    tmp_path,
+):
+    """Hydra records ``hydra.searchpath`` in ``hydra.yaml``, not with the run's overrides."""
+    own = tmp_path / "myconf" / "loss"
+    own.mkdir(parents=True)
+    (own / "half_ce.yaml").write_text(
+        "_target_: hybrid_unet.losses.compound.DiceCELoss\nce_weight: 0.5\n"
+    )
+    search = f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"
+    run = _run(tmp_path, "own", search, "loss=half_ce")
+    resumed = cli([f"trainer.resume={run}", "trainer.max_epochs=2"], tmp_path)
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["loss"]["ce_weight"] == 0.5
