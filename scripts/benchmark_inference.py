@@ -21,6 +21,7 @@ one thread each (pin the process to one core with ``taskset -c 1``, as docs/benc
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -43,13 +44,14 @@ STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
 
 def build_model(name: str) -> torch.nn.Module:
     """``conf/model/<name>.yaml`` for 1 channel, 3 classes, the hippocampus plan's strides."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from hydra.utils import get_object, instantiate
 
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    cfg.pop("defaults", None)
-    cfg.in_channels, cfg.num_classes, cfg.strides = 1, 3, STRIDES
-    return instantiate(cfg).eval()
+    from hybrid_unet.models.report import model_config
+
+    node = model_config(name, in_channels=1, num_classes=3)
+    if "strides" in inspect.signature(get_object(node["_target_"])).parameters:
+        node["strides"] = STRIDES  # SegResNet and SwinUNETR have no such setting
+    return instantiate(node).eval()
 
 
 def timed(fns, repeats: int, warm_up: bool) -> list[tuple[float, np.ndarray]]:

@@ -31,11 +31,10 @@ BASELINE = "plain_unet"
 def build(name: str, in_channels: int, num_classes: int):
     """Instantiate ``conf/model/<name>.yaml`` with the data fields filled in."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    cfg.in_channels, cfg.num_classes = in_channels, num_classes
-    return instantiate(cfg)
+    from hybrid_unet.models.report import model_config
+
+    return instantiate(model_config(name, in_channels=in_channels, num_classes=num_classes))
 
 
 def measure_one(args: argparse.Namespace) -> dict:

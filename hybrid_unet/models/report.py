@@ -9,6 +9,22 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def model_config(name: str, **fields) -> dict:
+    """The ``model=<name>`` option as the train command composes it (its ``defaults:`` list
+    applied, interpolations resolved), with ``fields`` (``in_channels``, ...) set. Keys left
+    ``null`` for the plan to fill (``strides``, ...) are dropped: the class defaults apply."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from hybrid_unet.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_module(version_base="1.3", config_module="hybrid_unet.conf"):
+        cfg = compose(config_name="config", overrides=[f"model={name}", "paths.output_dir=."])
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    return {**{k: v for k, v in node.items() if v is not None}, **fields}
+
+
 def _top_level_params(model: nn.Module) -> dict[str, int]:
     rows: dict[str, int] = {}
     for name, child in model.named_children():

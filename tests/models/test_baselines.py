@@ -84,3 +84,17 @@ def test_model_report():
     assert sum(report["params_per_stage"].values()) == report["params"]
     assert report["flops_per_patch"] > 0 and report["activation_bytes"] > 0
     assert "total" in format_report(report)
+
+
+def test_model_config_applies_the_options_defaults_list():
+    """``hybrid_unet_small`` is ``hybrid_unet`` plus two keys, through Hydra's ``defaults:``;
+    the benchmark scripts read the option as the train command composes it."""
+    from hydra.utils import instantiate
+
+    from hybrid_unet.models.report import model_config
+
+    node = model_config("hybrid_unet_small", in_channels=1, num_classes=3)
+    assert node["_target_"].endswith("HybridUNet") and node["features"] == [8, 16, 32, 64]
+    assert node["attention"] == model_config("hybrid_unet")["attention"]  # inherited
+    model = instantiate(node)
+    assert model(torch.zeros(1, 1, 16, 16, 16))[0].shape[:2] == (1, 3)
