@@ -274,9 +274,9 @@ def build_optimizer(cfg: dict, model: torch.nn.Module, loss: torch.nn.Module):
 def param_groups(model: torch.nn.Module, *others: torch.nn.Module) -> list[dict]:
     """Two groups: decayed (weights of 2+ dims) and not decayed (``weight_decay=0``).
 
-    Exempt: biases, every parameter of a normalisation layer, any parameter with one
-    dimension over 1 (scales, gains, learned loss weights, a gate's per-channel ``(1, C, 1, 1,
-    1)`` scale and shift), the parameters of ``others`` and the names a model lists in
+    Exempt: biases, every parameter of a normalisation layer, any 1-D parameter (scales,
+    gains, learned loss weights) or per-channel ``(1, C, 1, 1, 1)`` one (a gate's scale and
+    shift), the parameters of ``others`` and the names a model lists in
     its own ``no_weight_decay()`` (position tables, as timm does). Decaying a norm's scale
     towards zero fights the normalisation and only slows training.
     """
