@@ -27,7 +27,7 @@ from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io import read_image, read_label
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.layouts import CaseRecord
-from hybrid_unet.data.validation import geometry_problem
+from hybrid_unet.data.validation import channel_problems
 
 # Same threshold as planning (not imported: planning imports this module's users).
 ANISOTROPY_RATIO = 3.0
@@ -46,12 +46,10 @@ def read_case(record: CaseRecord) -> tuple[np.ndarray, np.ndarray | None, Geomet
     arrays, geometry = [], None
     for path in record.images:
         image, geo = read_image(path, **kwargs)
-        if geometry is not None:
-            if image.shape[1:] != arrays[0].shape[1:]:
-                raise DataError(path, f"channel shape {image.shape[1:]} != first channel "
-                                      f"{arrays[0].shape[1:]} ({record.images[0].name})")  # fmt: skip
-            if grid := geometry_problem("channel", geometry, geo, record.images[0].name):
-                raise DataError(path, grid)
+        if geometry is not None and (
+            problems := channel_problems(arrays[0].shape[1:], geometry, image.shape[1:], geo)
+        ):
+            raise DataError(path, f"{problems[0]} ({record.images[0].name})")
         arrays.append(image)
         geometry = geometry or geo
     image = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]

@@ -34,6 +34,18 @@ def geometry_problem(
     return None
 
 
+def channel_problems(
+    ref_shape: tuple[int, ...], ref: Geometry, shape: tuple[int, ...], other: Geometry
+) -> list[str]:
+    """How a further channel file of a case differs from its first: shape, then grid."""
+    problems = []
+    if shape != ref_shape:
+        problems.append(f"channel shape {shape} != first channel {ref_shape}")
+    if grid := geometry_problem("channel", ref, other):
+        problems.append(grid)
+    return problems
+
+
 def check_case(record: CaseRecord, label_values: Iterable[int] | None) -> list[str]:
     """Every problem of one case, each a line naming the file; empty when the case is usable."""
     return _inspect(record, label_values)[0]
@@ -59,10 +71,7 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
         if ref_geo is None:
             ref_geo, shape = geo, image.shape[1:]
             continue
-        if image.shape[1:] != shape:
-            problems.append(f"{path}: channel shape {image.shape[1:]} != first channel {shape}")
-        if grid := geometry_problem("channel", ref_geo, geo):
-            problems.append(f"{path}: {grid}")
+        problems += [f"{path}: {p}" for p in channel_problems(shape, ref_geo, image.shape[1:], geo)]
     if record.label is None or ref_geo is None:
         return problems, channels
     try:
