@@ -52,13 +52,18 @@ def _nifti_cases(files: list[Path]) -> list[CaseRecord]:
         if match:
             groups[match["case"]].append((int(match["channel"]), f))
         else:
-            cases.append(CaseRecord(_stem(f), [f], None))
+            cases.append(_one_case(f))
     for name, members in groups.items():
         if sorted(i for i, _ in members) == list(range(len(members))):
             cases.append(CaseRecord(name, [f for _, f in sorted(members)], None))
         else:
-            cases += [CaseRecord(_stem(f), [f], None) for _, f in members]
+            cases += [_one_case(f) for _, f in members]
     return sorted(cases, key=lambda c: c.name)
+
+
+def _one_case(path: Path) -> CaseRecord:
+    """One file as one scan, named by its stem."""
+    return CaseRecord(_stem(path), [path], None)
 
 
 def _is_dicom_folder(folder: Path) -> bool:
@@ -85,7 +90,7 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
     arrays = [p for p in entries if p.is_file() and p.name.lower().endswith(_NUMPY)]
     series = [p for p in entries if p.is_dir() and _is_dicom_folder(p)]
     cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
-    cases += [CaseRecord(_stem(p), [p], None) for p in arrays]
+    cases += [_one_case(p) for p in arrays]
     if cases:
         return sorted(cases, key=lambda c: c.name)
     if (folder / "dataset.json").is_file():
@@ -124,8 +129,8 @@ def _hdf5_cases(path: Path) -> list[CaseRecord]:
 _FILE_KINDS: dict[str, Callable[[Path], list[CaseRecord]]] = {
     ".nii.gz": lambda p: _nifti_cases([p]),
     ".nii": lambda p: _nifti_cases([p]),
-    ".npy": lambda p: [CaseRecord(_stem(p), [p], None)],
-    ".npz": lambda p: [CaseRecord(_stem(p), [p], None)],
+    ".npy": lambda p: [_one_case(p)],
+    ".npz": lambda p: [_one_case(p)],
     ".h5": _hdf5_cases,
     ".hdf5": _hdf5_cases,
 }
