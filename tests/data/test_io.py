@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -235,3 +236,93 @@ def test_real_nifti_round_trip(real_data, tmp_path):
     np.testing.assert_allclose(
         nib.load(str(tmp_path / "seg.nii.gz")).affine, nib.load(str(src)).affine
     )
+
+
+@pytest.mark.parametrize(
+    "spacing", ["1,1,1", 2.0, [[1.0], [1.0], [1.0]], [1.0, "a", 1.0], None, [1.0, 1.0]]
+)
+def test_a_malformed_spacing_is_one_line_naming_the_file(tmp_path, spacing):
+    """A spacing from a user's file that is not 3 numbers: a DataError naming the sidecar or
+    the HDF5 group on one line, never a ValueError or TypeError traceback."""
+    import h5py
+
+    volume = np.ones((4, 5, 6), np.float32)
+    np.save(tmp_path / "a.npy", volume)
+    (tmp_path / "a.json").write_text(json.dumps({"spacing": spacing}))
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_group("case").create_dataset("image", data=volume)
+        storable = spacing is not None and "a" not in str(spacing)  # h5py stores no mixed list
+        f["case"].attrs["spacing"] = spacing if storable else str(spacing)
+    for path, kwargs, where in [
+        (tmp_path / "a.npy", {}, "a.json"),
+        (tmp_path / "c.h5", {"key": "case"}, "c.h5::case"),
+    ]:
+        with pytest.raises(DataError, match="spacing must be 3 positive numbers") as err:
+            read_image(path, **kwargs)
+        assert where in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("spacing", [np.asarray("1,1,1"), np.float64(2.0), np.ones((3, 1))])
+def test_a_malformed_npz_spacing_names_the_file(tmp_path, spacing):
+    np.savez(tmp_path / "b.npz", image=np.ones((4, 5, 6), np.float32), spacing=spacing)
+    with pytest.raises(DataError, match=r"b\.npz: spacing must be 3 positive numbers") as err:
+        read_image(tmp_path / "b.npz")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("affine", "message"),
+    [
+        (np.eye(3), "must be a finite 4x4 matrix"),
+        ("identity", "must be a finite 4x4 matrix"),
+        (np.full((4, 4), np.nan), "must be a finite 4x4 matrix"),
+        (np.diag([2.0, 1.0, 1.0, 1.0]), r"voxel sizes \(2.0, 1.0, 1.0\).*'spacing' is \(1.0"),
+    ],
+)
+def test_an_hdf5_affine_attribute_is_checked(tmp_path, affine, message):
+    """The optional ``affine`` attribute was taken as given: a 3x3 or NaN matrix, or one whose
+    voxel sizes contradict ``spacing`` (resampling uses one, the written mask the other)."""
+    import h5py
+
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        group = f.create_group("case")
+        group.create_dataset("image", data=np.ones((4, 5, 6), np.float32))
+        group.attrs["spacing"] = [1.0, 1.0, 1.0]
+        group.attrs["affine"] = affine
+    with pytest.raises(DataError, match=message) as err:
+        read_image(tmp_path / "c.h5", key="case")
+    assert "c.h5::case" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_hdf5_affine_that_fits_the_spacing_is_used(tmp_path):
+    import h5py
+
+    affine = np.array([[0, 0, -1.5, 20], [0, 0.7, 0, -3], [1.2, 0, 0, 7], [0, 0, 0, 1.0]])
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        group = f.create_group("case")
+        group.create_dataset("image", data=np.ones((4, 5, 6), np.float32))
+        group.attrs["spacing"] = [1.2, 0.7, 1.5]
+        group.attrs["affine"] = affine
+    _, geo = read_image(tmp_path / "c.h5", key="case")
+    np.testing.assert_array_equal(geo.affine, affine)
+
+
+def test_complex_and_non_numeric_arrays_are_refused(tmp_path):
+    """A complex image was cast to float with only a ComplexWarning (imaginary part gone); a
+    record-typed label map failed with a NumPy UFuncTypeError."""
+    np.save(tmp_path / "c.npy", np.ones((4, 5, 6), np.complex64))
+    with pytest.raises(DataError, match=r"c\.npy: complex-valued image"):
+        read_image(tmp_path / "c.npy")
+    np.save(tmp_path / "r.npy", np.zeros((4, 5, 6), dtype=[("a", "u1")]))
+    with pytest.raises(DataError, match=r"r\.npy: non-numeric label map dtype"):
+        read_label(tmp_path / "r.npy")
+
+
+def test_a_non_integer_label_names_the_values(tmp_path):
+    label = np.zeros((4, 5, 6), np.float32)
+    label[1] = 0.9999
+    path = _nifti(tmp_path / "l.nii.gz", label)
+    with pytest.raises(DataError, match=r"l.nii.gz: label map holds non-integer values \(0.9999\)"):
+        read_label(path)
+    label[1] = 2.0  # 0.0 / 1.0 / 2.0 stored as float are whole numbers
+    assert read_label(_nifti(tmp_path / "l2.nii.gz", label))[0].max() == 2

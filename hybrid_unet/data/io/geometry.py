@@ -42,14 +42,37 @@ class Geometry:
     header: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_spacing(cls, spacing: tuple[float, ...], source: str | Path = "") -> Geometry:
-        """Axis-aligned geometry with the given ``(D, H, W)`` spacing and origin 0."""
-        spacing = tuple(float(s) for s in spacing)
-        if len(spacing) != 3 or min(spacing) <= 0 or not all(np.isfinite(spacing)):
-            raise DataError(source, f"spacing must be 3 positive numbers, got {spacing}")
+    def from_spacing(cls, spacing: object, source: str | Path = "") -> Geometry:
+        """Axis-aligned geometry with the given ``(D, H, W)`` spacing and origin 0.
+
+        ``spacing`` comes from user files (a sidecar, an HDF5 attribute): anything but 3
+        positive finite numbers is refused naming ``source``.
+        """
+        spacing = as_spacing(spacing, source)
         # A (d, h, w) index walks along z, y, x of the RAS world.
         affine = np.diag([*spacing[::-1], 1.0]) @ DHW_TO_XYZ
         return cls(spacing, affine, str(source))
+
+
+def as_spacing(value: object, source: str | Path = "") -> tuple[float, float, float]:
+    """``value`` as 3 positive finite floats, or a :class:`DataError` naming ``source``."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape != (3,) or not (np.isfinite(array).all() and array.min() > 0):
+        raise DataError(source, f"spacing must be 3 positive numbers, got {brief(value)}")
+    return tuple(float(s) for s in array)
+
+
+def brief(value: object, width: int = 80) -> str:
+    """A value read from a user's file on one short line (arrays as lists, bytes decoded)."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:

@@ -6,7 +6,8 @@ Layout::
     ├── hippocampus_001/            group, the case name
     │   ├── image   (C, D, H, W) or (D, H, W), any numeric dtype
     │   ├── label   (D, H, W) integer, optional
-    │   └── attrs: spacing = [sd, sh, sw] (mm, required), affine = 4x4 (optional)
+    │   └── attrs: spacing = [sd, sh, sw] (mm, required), affine = 4x4 (optional: maps the
+    │              (d, h, w, 1) index of 'image' to RAS mm; its column norms are the spacing)
     └── ...
 """
 
@@ -18,7 +19,7 @@ import h5py
 import numpy as np
 
 from hybrid_unet.data.errors import DataError
-from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.io.geometry import Geometry, brief, spacing_from_affine
 
 
 def _open(path: Path) -> h5py.File:
@@ -61,10 +62,31 @@ def read_hdf5(
             raise DataError(where, f"cannot read {dataset!r} ({exc})") from None
         if "spacing" not in group.attrs:
             raise DataError(where, "missing attribute 'spacing' = [sd, sh, sw]")
-        geometry = Geometry.from_spacing(tuple(group.attrs["spacing"]), where)
+        geometry = Geometry.from_spacing(group.attrs["spacing"], where)
         if "affine" in group.attrs:
-            geometry.affine = np.asarray(group.attrs["affine"], dtype=np.float64)
+            geometry.affine = _affine(group.attrs["affine"], geometry.spacing, where)
     return array, geometry
+
+
+def _affine(value: object, spacing: tuple[float, float, float], where: str) -> np.ndarray:
+    """The ``affine`` attribute as a 4x4 matrix whose column norms are the ``spacing``
+    attribute: the two describe one grid, and a disagreement would resample by one and write
+    the mask with the other."""
+    try:
+        affine = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        affine = None
+    if affine is None or affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise DataError(
+            where, f"attribute 'affine' must be a finite 4x4 matrix, got {brief(value)}"
+        )
+    if not np.allclose(spacing_from_affine(affine), spacing, rtol=1e-3):
+        raise DataError(
+            where,
+            f"attribute 'affine' has voxel sizes {spacing_from_affine(affine)} along (D, H, W) "
+            f"but 'spacing' is {spacing}; the affine maps the (d, h, w) index of 'image'",
+        )
+    return affine
 
 
 def write_hdf5_case(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_unet.data.errors import DataError
-from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.io.geometry import Geometry, as_spacing
 
 
 def _load(path: Path, **kwargs):
@@ -41,7 +41,8 @@ def read_npy(
             spacing = json.loads(sidecar.read_text())["spacing"]
         except Exception as exc:
             raise DataError(sidecar, f"sidecar needs a 'spacing' list ({exc})") from None
-    return array, Geometry.from_spacing(spacing or (1.0, 1.0, 1.0), path)
+        spacing = as_spacing(spacing, sidecar)
+    return array, Geometry.from_spacing((1.0, 1.0, 1.0) if spacing is None else spacing, path)
 
 
 def read_npz(
@@ -54,8 +55,8 @@ def read_npz(
             raise DataError(path, f"no array {key!r} (has {sorted(npz.files)})")
         array = npz[key]
         if spacing is None and "spacing" in npz.files:
-            spacing = tuple(np.asarray(npz["spacing"], dtype=float).tolist())
-    return array, Geometry.from_spacing(spacing or (1.0, 1.0, 1.0), path)
+            spacing = npz["spacing"]
+    return array, Geometry.from_spacing((1.0, 1.0, 1.0) if spacing is None else spacing, path)
 
 
 def write_npz(

@@ -71,11 +71,20 @@ def read_image(path: str | Path, **kwargs: Any) -> tuple[np.ndarray, Geometry]:
         array = array[None]
     if array.ndim != 4 or array.size == 0:
         raise DataError(geometry.source or path, f"expected (C,)D,H,W image, got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(geometry.source or path, f"non-numeric image dtype {array.dtype}")
+    _check_real(array, geometry.source or path, "image")
     array = array.astype(np.float32, copy=False)
     check_finite(array, geometry.source or path)
     return array, geometry
+
+
+def _check_real(array: np.ndarray, where: object, what: str) -> None:
+    """Refuse dtypes that are no real numbers: strings, records, complex values (a cast to
+    float would drop the imaginary part silently)."""
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise DataError(where, f"non-numeric {what} dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(where, f"complex-valued {what} (dtype {array.dtype}): store a real part "
+                               "or magnitude")  # fmt: skip
 
 
 def read_label(path: str | Path, **kwargs: Any) -> tuple[np.ndarray, Geometry]:
@@ -91,10 +100,17 @@ def read_label(path: str | Path, **kwargs: Any) -> tuple[np.ndarray, Geometry]:
         array = array[0]
     if array.ndim != 3 or array.size == 0:
         raise DataError(where, f"expected a (D, H, W) label map, got shape {array.shape}")
+    _check_real(array, where, "label map")
     if np.issubdtype(array.dtype, np.floating):
         check_finite(array, where)
-        if not np.array_equal(array, np.round(array)):
-            raise DataError(where, "label map holds non-integer values")
+        fractional = np.unique(array[array != np.round(array)])
+        if fractional.size:
+            shown = ", ".join(f"{v:g}" for v in fractional[:3])
+            raise DataError(
+                where,
+                f"label map holds non-integer values ({shown}{', ...' * (fractional.size > 3)}); "
+                "labels must be whole numbers",
+            )
     if array.min() < 0 or array.max() > 255:
         raise DataError(where, f"label values must lie in 0..255, got {array.min()}..{array.max()}")
     return array.astype(np.uint8, copy=False), geometry
