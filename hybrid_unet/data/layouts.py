@@ -67,7 +67,8 @@ class DatasetLayout:
         return self.root if self.kind == "hdf5" else Path(self.root) / "dataset.json"
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """``dataset.json`` as a dict; a missing, invalid or non-object file names the file."""
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
@@ -203,7 +204,7 @@ def detect_layout(root: str | Path) -> DatasetLayout:
         raise DataError(
             root, "dataset folder not found (set data.source.root=... or HYBRID_UNET_DATA)"
         )
-    meta = _read_json(root / "dataset.json")
+    meta = read_json(root / "dataset.json")
     if "channel_names" in meta:
         return _nnunetv2(root, meta)
     if "training" in meta:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
-from hybrid_unet.data.layouts import CaseRecord, detect_layout
+from hybrid_unet.data.layouts import CaseRecord, detect_layout, inside_root, read_json
 
 _NIFTI = (".nii.gz", ".nii")
 _NUMPY = (".npy", ".npz")
@@ -101,7 +100,12 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
 def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
     listed = meta.get("test") if isinstance(meta.get("test"), list) else None
     if listed:
-        files = [root / (e["image"] if isinstance(e, dict) else e) for e in listed]
+        # Entries are "./imagesTs/x.nii.gz" (the Decathlon) or {"image": ...}; like training
+        # paths they must stay inside the dataset folder.
+        files = [
+            inside_root(root, e.get("image") if isinstance(e, dict) else e, f"test[{i}]")
+            for i, e in enumerate(listed)
+        ]
         return _nifti_cases(files)
     images_ts = root / "imagesTs"
     if not images_ts.is_dir():
@@ -112,7 +116,7 @@ def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
 def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[CaseRecord]:
     root = path.parent
     if split == "test":
-        return _test_cases(root, json.loads(path.read_text()))
+        return _test_cases(root, read_json(path))
     cases = [CaseRecord(c.name, c.images, None, c.key) for c in detect_layout(root).cases]
     if split == "training":
         return cases

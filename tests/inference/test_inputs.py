@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import nibabel as nib
 import numpy as np
+import pytest
 
+from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io import read_image
 from hybrid_unet.inference.inputs import find_cases
 from tests.data.conftest import write_dicom_series
@@ -147,3 +151,34 @@ def test_probabilities_are_stored_in_the_label_niftis_voxel_order(tmp_path):
     np.testing.assert_array_equal(stored["probabilities"].argmax(0), np.asarray(mask.dataobj))
     np.testing.assert_allclose(stored["affine"], mask.affine)
     np.testing.assert_allclose(stored["spacing"], mask.header.get_zooms())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"training": [], "test": ["../../etc/passwd"]}',
+            "test[0] '../../etc/passwd' points outside",
+        ),
+        ('{"training": [], "test": ["/etc/hostname"]}', "test[0] '/etc/hostname' points outside"),
+        ('{"training": [], "test": [{"img": "x.nii.gz"}]}', "test[0] must be a path string"),
+        ('{"training": [], "test": [3]}', "test[0] must be a path string, got 3"),
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+    ],
+)
+def test_a_bad_dataset_json_test_list_is_one_error_naming_the_file(tmp_path, content, message):
+    """predict on a dataset.json (split test) read the test list unchecked: a KeyError,
+    TypeError, JSONDecodeError or AttributeError traceback, and '../../etc/passwd' was read."""
+    (tmp_path / "dataset.json").write_text(content)
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        find_cases(tmp_path / "dataset.json", "test")
+    assert str(err.value).startswith(str(tmp_path / "dataset.json"))
+
+
+def test_a_dataset_json_test_list_inside_the_folder_is_read(tmp_path):
+    (tmp_path / "imagesTs").mkdir()
+    _nifti(tmp_path / "imagesTs" / "a.nii.gz")
+    (tmp_path / "dataset.json").write_text('{"training": [], "test": ["./imagesTs/a.nii.gz"]}')
+    cases = find_cases(tmp_path / "dataset.json", "test")
+    assert [(c.name, c.images) for c in cases] == [("a", [tmp_path / "imagesTs" / "a.nii.gz"])]
