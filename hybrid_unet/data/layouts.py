@@ -24,6 +24,7 @@ from pathlib import Path
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
+from hybrid_unet.data.io.registry import IMAGE_READERS
 
 
 @dataclass
@@ -145,16 +146,36 @@ def _decathlon(root: Path, meta: dict) -> DatasetLayout:
     return DatasetLayout(root, "decathlon", sorted(cases, key=lambda c: c.name), labels, modality)
 
 
-def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
-    ending = meta.get("file_ending", ".nii.gz")
-    channels = _index_map(root / "dataset.json", meta, "channel_names")
-    if not isinstance(meta.get("labels", {}), dict):
-        raise DataError(root / "dataset.json", "'labels' must map names to integer values")
+def _nnunetv2_labels(meta_file: Path, value: object) -> dict[int, str]:
+    """``{"background": 0, ...}`` as ``{0: "background"}``; nnU-Net's region labels (lists)
+    and its ``ignore`` label (voxels left out of the loss) are refused: trained as ordinary
+    classes they would be learned wrong without a word."""
+    if not isinstance(value, dict):
+        raise DataError(meta_file, "'labels' must map names to integer values")
     labels = {}
-    for name, value in meta.get("labels", {}).items():
-        if not isinstance(value, int):
-            raise DataError(root / "dataset.json", f"label {name!r}: region labels unsupported")
-        labels[value] = name
+    for name, number in value.items():
+        if isinstance(number, list | tuple):
+            raise DataError(meta_file, f"label {name!r} is a region {number} (a list of values): "
+                                       "region-based training is not supported")  # fmt: skip
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise DataError(meta_file, f"label {name!r} must be an integer, got {number!r}")
+        if name == "ignore":
+            raise DataError(meta_file, f"label 'ignore' = {number}: nnU-Net's ignore label "
+                                       "(voxels left out of the loss) is not supported; relabel "
+                                       "those voxels or remove the entry")  # fmt: skip
+        labels[number] = name
+    return labels
+
+
+def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
+    meta_file = root / "dataset.json"
+    ending = meta.get("file_ending", ".nii.gz")
+    known = [e for e in IMAGE_READERS if e != "/"]
+    if not isinstance(ending, str) or ending.lower() not in known:
+        raise DataError(meta_file, f"file_ending {ending!r} is not a format this project reads "
+                                   f"(known: {', '.join(known)})")  # fmt: skip
+    channels = _index_map(meta_file, meta, "channel_names")
+    labels = _nnunetv2_labels(meta_file, meta.get("labels", {}))
     label_dir = root / "labelsTr"
     if not label_dir.is_dir():
         raise DataError(label_dir, "labelsTr folder not found")
@@ -164,8 +185,11 @@ def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
         images = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in sorted(channels)]
         cases.append(CaseRecord(name, images, label))
     expected = meta.get("numTraining")
+    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+        raise DataError(meta_file, f"numTraining must be an integer, got {expected!r}")
     if expected is not None and expected != len(cases):
-        raise DataError(label_dir, f"dataset.json says numTraining={expected}, found {len(cases)}")
+        raise DataError(label_dir, f"dataset.json says numTraining={expected}, found "
+                                   f"{len(cases)} label file(s) ending in {ending!r}")  # fmt: skip
     return DatasetLayout(root, "nnunetv2", cases, labels, channels)
 
 

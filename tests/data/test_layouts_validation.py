@@ -33,32 +33,71 @@ def test_decathlon_multichannel_4d(tmp_path, decathlon_writer):
     validate_dataset(layout.cases, layout.labels)
 
 
-def test_nnunetv2_layout(tmp_path):
-    root = tmp_path / "Dataset001"
+def _nnunetv2_dataset(root, ending=".nii.gz", **meta):
+    """Two cases of two channels each, nnU-Net v2 layout; ``meta`` overrides dataset.json."""
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     for name in ("a", "b"):
         for c in range(2):
             nib.save(
                 nib.Nifti1Image(np.ones((4, 5, 6), np.float32), np.eye(4)),
-                str(root / "imagesTr" / f"{name}_{c:04d}.nii.gz"),
+                str(root / "imagesTr" / f"{name}_{c:04d}{ending}"),
             )
         nib.save(
             nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), np.eye(4)),
-            str(root / "labelsTr" / f"{name}.nii.gz"),
+            str(root / "labelsTr" / f"{name}{ending}"),
         )
     meta = {
         "channel_names": {"0": "T1", "1": "T2"},
         "labels": {"background": 0, "x": 1},
         "numTraining": 2,
-        "file_ending": ".nii.gz",
+        "file_ending": ending,
+        **meta,
     }
     (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_nnunetv2_layout(tmp_path):
+    root = _nnunetv2_dataset(tmp_path / "Dataset001")
     layout = detect_layout(root)
     assert layout.kind == "nnunetv2" and [c.name for c in layout.cases] == ["a", "b"]
     assert [p.name for p in layout.cases[1].images] == ["b_0000.nii.gz", "b_0001.nii.gz"]
     assert layout.labels == {0: "background", 1: "x"} and layout.modality == {0: "T1", 1: "T2"}
     validate_dataset(layout.cases, layout.labels)
+
+
+def test_nnunetv2_layout_with_uncompressed_nifti(tmp_path):
+    layout = detect_layout(_nnunetv2_dataset(tmp_path / "Dataset002", ending=".nii"))
+    assert [p.name for p in layout.cases[0].images] == ["a_0000.nii", "a_0001.nii"]
+    validate_dataset(layout.cases, layout.labels)
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ({"numTraining": "2"}, "numTraining must be an integer, got '2'"),
+        ({"numTraining": 3}, "numTraining=3, found 2 label file(s) ending in '.nii.gz'"),
+        ({"file_ending": ".mha"}, "file_ending '.mha' is not a format this project reads"),
+        ({"labels": {"background": "0", "x": "1"}}, "label 'background' must be an integer"),
+        (
+            {"labels": {"background": 0, "whole": [1, 2], "core": 2}},
+            "label 'whole' is a region [1, 2] (a list of values): region-based training is not",
+        ),
+        (
+            {"labels": {"background": 0, "x": 1, "ignore": 2}},
+            "label 'ignore' = 2: nnU-Net's ignore label (voxels left out of the loss) is not",
+        ),
+    ],
+)
+def test_nnunetv2_features_we_do_not_read_are_refused_naming_the_file(tmp_path, meta, message):
+    """Was: numTraining "2" said 'numTraining=2, found 2'; file_ending .mha said 'found 0'
+    (or failed every file); string values were called region labels; an 'ignore' label was
+    trained as an ordinary class without a word."""
+    root = _nnunetv2_dataset(tmp_path / "Dataset003", **meta)
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        detect_layout(root)
+    assert str(root) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_hdf5_layout(tmp_path):
