@@ -187,6 +187,73 @@ def test_dicom_several_series_are_listed_or_selected(tmp_path, dicom_writer):
     assert image.shape == (1, 2, 4, 3)
 
 
+def _edit_slices(folder: Path, edit, only: int | None = None) -> None:
+    """Apply ``edit(ds)`` to every slice file of ``folder`` (or to the ``only``-th) and save."""
+    files = sorted(folder.iterdir())
+    for file in files if only is None else [files[only]]:
+        ds = pydicom.dcmread(file)
+        edit(ds)
+        ds.save_as(file)
+
+
+@pytest.mark.parametrize("top_level_position", [False, True])
+def test_dicom_multi_frame_is_refused_naming_the_file(tmp_path, dicom_writer, top_level_position):
+    """An enhanced multi-frame file (positions only per frame) was 'no DICOM image slices
+    found'; one with a top-level ImagePositionPatient was read as a 1-slice stack of frames
+    with a made-up slice spacing of 1 mm."""
+    dicom_writer(tmp_path / "mf", np.zeros((1, 4, 3), np.uint16))
+    frames = np.arange(5 * 4 * 3, dtype=np.uint16).reshape(5, 4, 3)
+
+    def to_multi_frame(ds):
+        ds.NumberOfFrames = 5
+        ds.PixelData = frames.tobytes()
+        if not top_level_position:
+            del ds.ImagePositionPatient, ds.ImageOrientationPatient
+
+    _edit_slices(tmp_path / "mf", to_multi_frame)
+    with pytest.raises(DataError, match=r"000000\.dcm: multi-frame DICOM \(5 frames"):
+        read_image(tmp_path / "mf")
+
+
+def test_dicom_pixel_spacing_missing_or_differing_names_the_file(tmp_path, dicom_writer):
+    """A series without PixelSpacing: an AttributeError traceback; a slice with another
+    PixelSpacing than the rest: read with the first slice's spacing without a word."""
+    dicom_writer(tmp_path / "none", np.zeros((3, 4, 3), np.uint16))
+    _edit_slices(tmp_path / "none", lambda ds: delattr(ds, "PixelSpacing"))
+    with pytest.raises(DataError, match=r"000000\.dcm: needs PixelSpacing"):
+        read_image(tmp_path / "none")
+    dicom_writer(tmp_path / "odd", np.zeros((3, 4, 3), np.uint16), spacing=(2.0, 0.5, 0.5))
+    _edit_slices(tmp_path / "odd", lambda ds: setattr(ds, "PixelSpacing", [0.7, 0.7]), only=1)
+    with pytest.raises(DataError, match=r"000001\.dcm: PixelSpacing \(0\.7, 0\.7\) differs"):
+        read_image(tmp_path / "odd")
+
+
+def test_dicom_single_slice_spacing_is_its_thickness(tmp_path, dicom_writer):
+    """Spacing said 1 mm while the affine stepped by SliceThickness (3 mm)."""
+    dicom_writer(tmp_path / "one", np.zeros((1, 4, 3), np.uint16), spacing=(3.0, 0.5, 0.5))
+    _, geo = read_image(tmp_path / "one")
+    assert geo.spacing == pytest.approx((3.0, 0.5, 0.5))
+    assert np.linalg.norm(geo.affine[:3, 0]) == pytest.approx(3.0)
+
+
+def test_dicom_undecodable_pixels_are_one_line(tmp_path, dicom_writer):
+    """A transfer syntax without a decoder: pydicom's message lists each plugin on a line."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    dicom_writer(tmp_path / "j2k", np.zeros((2, 4, 3), np.uint16))
+
+    def to_jpeg2000(ds):
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.PixelData = encapsulate([b"\0" * 20])
+        ds["PixelData"].VR = "OB"
+
+    _edit_slices(tmp_path / "j2k", to_jpeg2000)
+    with pytest.raises(DataError, match=r"000000\.dcm: cannot decode pixel data") as err:
+        read_image(tmp_path / "j2k")
+    assert "\n" not in str(err.value)
+
+
 HCROP = {"Study1_13_HCropVolume": 32, "Study2_14_HCropVolume": 35, "Study3_11_HCropVolume": 40}
 
 
@@ -326,3 +393,24 @@ def test_a_non_integer_label_names_the_values(tmp_path):
         read_label(path)
     label[1] = 2.0  # 0.0 / 1.0 / 2.0 stored as float are whole numbers
     assert read_label(_nifti(tmp_path / "l2.nii.gz", label))[0].max() == 2
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", [*sorted(HCROP), "Study3_11-T1post-18670"])
+def test_real_dicom_affine_agrees_with_pydicom_positions(real_data, name):
+    """Every voxel's world position, computed here from each slice's own ImagePositionPatient
+    and the orientation cosines (LPS, flipped to RAS), is what our affine says: the oblique
+    full-head series included."""
+    folder = real_data / "dicom" / name
+    image, geo = read_image(folder)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.iterdir())]
+    headers.sort(key=lambda d: int(d.InstanceNumber))
+    iop = np.asarray(headers[0].ImageOrientationPatient, float)
+    row_spacing, col_spacing = (float(v) for v in headers[0].PixelSpacing)
+    rows, cols = image.shape[2:]
+    for d in (0, len(headers) // 2, len(headers) - 1):
+        for h, w in ((0, 0), (rows - 1, 0), (0, cols - 1), (rows - 1, cols - 1)):
+            lps = (np.asarray(headers[d].ImagePositionPatient, float)
+                   + h * row_spacing * iop[3:] + w * col_spacing * iop[:3])  # fmt: skip
+            np.testing.assert_allclose(geo.affine @ [d, h, w, 1], [-lps[0], -lps[1], lps[2], 1],
+                                       atol=1e-4)  # fmt: skip

@@ -26,18 +26,44 @@ _GAP_TOLERANCE = 0.1  # fraction of the median spacing
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def _one_line(exc: Exception) -> str:
+    """pydicom's message on one line (a missing decoder lists every plugin on its own line)."""
+    return " ".join(str(exc).split())
+
+
+def _frames(ds: pydicom.Dataset) -> int:
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
 def _read_headers(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
+    """Single-frame image slices by SeriesInstanceUID.
+
+    Raises:
+        DataError: A ``.dcm`` file is unreadable, or the folder holds multi-frame files only:
+            their geometry lives in per-frame sequences this reader does not interpret.
+    """
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
+    multi_frame: list[tuple[Path, int]] = []
     for file in (p for p in visible_entries(folder) if p.is_file()):
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as exc:
             if file.suffix.lower() == ".dcm":
-                raise DataError(file, f"cannot read DICOM header ({exc})") from None
+                raise DataError(file, f"cannot read DICOM header ({_one_line(exc)})") from None
             continue  # README, DICOMDIR-like side files without a .dcm suffix
+        if _frames(ds) > 1:
+            multi_frame.append((file, _frames(ds)))
+            continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             continue
         series[str(ds.get("SeriesInstanceUID", ""))].append((file, ds))
+    if not series and multi_frame:
+        file, frames = multi_frame[0]
+        raise DataError(file, f"multi-frame DICOM ({frames} frames in one file) is not "
+                              "supported; convert the series to NIfTI (e.g. with dcm2niix)")  # fmt: skip
     return series
 
 
@@ -51,9 +77,13 @@ def _ordered_slices(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]):
     iop = np.asarray(slices[0][1].ImageOrientationPatient, dtype=np.float64)
     row_cos, col_cos = iop[:3], iop[3:]
     normal = np.cross(row_cos, col_cos)
+    pixel_spacing = _pixel_spacing(*slices[0])
     for file, ds in slices:
         if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), iop, atol=1e-4):
             raise DataError(file, "ImageOrientationPatient differs from the rest of the series")
+        if not np.allclose(_pixel_spacing(file, ds), pixel_spacing, rtol=1e-4):
+            raise DataError(file, f"PixelSpacing {_pixel_spacing(file, ds)} differs from the "
+                                  f"rest of the series {pixel_spacing}")  # fmt: skip
     positions = np.array(
         [
             float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
@@ -64,9 +94,22 @@ def _ordered_slices(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]):
     return [slices[i] for i in order], positions[order], row_cos, col_cos
 
 
-def _check_spacing(folder: Path, positions: np.ndarray) -> float:
+def _pixel_spacing(file: Path, ds: pydicom.Dataset) -> tuple[float, float]:
+    """(row spacing, column spacing) in mm: the distance between rows, then columns."""
+    try:
+        row, col = (float(v) for v in ds.PixelSpacing)
+    except (AttributeError, TypeError, ValueError):
+        value = ds.get("PixelSpacing")
+        raise DataError(file, f"needs PixelSpacing (2 numbers in mm), got {value!r}") from None
+    if not (row > 0 and col > 0):
+        raise DataError(file, f"PixelSpacing must be positive, got {[row, col]}")
+    return row, col
+
+
+def _check_spacing(folder: Path, positions: np.ndarray, thickness: float) -> float:
+    """The distance between slices; for a single slice its thickness (1 mm when unset)."""
     if len(positions) < 2:
-        return 1.0
+        return thickness or 1.0
     steps = np.diff(positions)
     if (steps <= 1e-6).any():
         raise DataError(folder, "two slices share the same position (duplicate slice?)")
@@ -111,7 +154,9 @@ def read_dicom_series(
     if uid not in series:
         raise DataError(folder, f"no series {uid!r} (has {sorted(series)})")
     slices, positions, row_cos, col_cos = _ordered_slices(folder, series[uid])
-    slice_step = _check_spacing(folder, positions)
+    first = slices[0][1]
+    thickness = float(first.get("SliceThickness", 0) or 0)
+    slice_step = _check_spacing(folder, positions, thickness)
 
     planes = []
     for file, _ in slices:
@@ -119,7 +164,7 @@ def read_dicom_series(
             ds = pydicom.dcmread(file)
             pixels = ds.pixel_array.astype(np.float32)
         except Exception as exc:
-            raise DataError(file, f"cannot decode pixel data ({exc})") from None
+            raise DataError(file, f"cannot decode pixel data ({_one_line(exc)})") from None
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         planes.append(pixels * np.float32(slope) + np.float32(intercept))
@@ -128,20 +173,19 @@ def read_dicom_series(
         raise DataError(folder, f"slices have different sizes {sorted(shapes)}")
     volume = np.stack(planes)
 
-    first = slices[0][1]
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    row_spacing, col_spacing = _pixel_spacing(*slices[0])
     if len(slices) > 1:
         first_pos = np.asarray(first.ImagePositionPatient, dtype=float)
         last_pos = np.asarray(slices[-1][1].ImagePositionPatient, dtype=float)
         slice_vec = (last_pos - first_pos) / (len(slices) - 1)
     else:
-        slice_vec = np.cross(row_cos, col_cos) * float(first.get("SliceThickness", 1.0))
+        slice_vec = np.cross(row_cos, col_cos) * slice_step
     lps = np.eye(4)
     lps[:3, 0] = slice_vec  # d: next slice
     lps[:3, 1] = col_cos * row_spacing  # h: next row, walks down a column
     lps[:3, 2] = row_cos * col_spacing  # w: next column, walks along a row
     lps[:3, 3] = np.asarray(first.ImagePositionPatient, dtype=float)
     spacing = (slice_step, row_spacing, col_spacing)
-    header = {"series_uid": uid, "slice_thickness": float(first.get("SliceThickness", 0) or 0)}
+    header = {"series_uid": uid, "slice_thickness": thickness}
     geometry = Geometry(spacing, _LPS_TO_RAS @ lps, str(folder), header=header)
     return volume, geometry
