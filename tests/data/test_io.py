@@ -116,6 +116,18 @@ def test_a_flipped_bit_inside_a_gzipped_nifti_is_caught(tmp_path):
         read_image(path)
 
 
+def test_a_singular_nifti_affine_is_refused(tmp_path):
+    """An sform with a zero row gave spacing (0.0, 1.0, 1.0); validation passed it and the
+    plan would resample the scan to a single slice."""
+    data = np.ones((4, 5, 6), np.float32)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)
+    img.update_header = lambda: None  # keep the broken sform as written
+    nib.save(img, str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(DataError, match=r"flat\.nii\.gz: header affine is singular"):
+        read_image(tmp_path / "flat.nii.gz")
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_voxels_are_refused(tmp_path, bad):
     data = np.ones((4, 4, 4), np.float32)

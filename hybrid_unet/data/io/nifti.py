@@ -43,7 +43,15 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
     else:
         raise DataError(path, f"expected a 3D or 4D volume, got shape {data.shape}")
     affine = np.asarray(img.affine, dtype=np.float64) @ DHW_TO_XYZ
-    geometry = Geometry(spacing_from_affine(affine), affine, str(path), img.header.copy())
+    spacing = spacing_from_affine(affine)
+    volume = float(np.prod(spacing))  # |det| equals this when the axes are orthogonal
+    if not (np.isfinite(affine).all() and volume > 0) or (
+        abs(np.linalg.det(affine[:3, :3])) < 1e-6 * volume
+    ):
+        # A zero voxel size (srow or pixdim 0) would be resampled to a single slice.
+        raise DataError(path, f"header affine is singular or not finite (voxel sizes {spacing} "
+                              "along D, H, W): fix the sform/qform")  # fmt: skip
+    geometry = Geometry(spacing, affine, str(path), img.header.copy())
     return np.ascontiguousarray(data), geometry
 
 
