@@ -93,8 +93,13 @@ def _index_map(source: Path, meta: dict, key: str) -> dict[int, str]:
 
 
 def _stem(path: str, ending: str) -> str:
+    """The file name less ``ending`` or a known image suffix; other dots are part of the name
+    (``sub-01.ses-1.nii`` is ``sub-01.ses-1``, not ``sub-01``)."""
     name = Path(path).name
-    return name[: -len(ending)] if name.endswith(ending) else name.split(".")[0]
+    for suffix in (ending, *sorted(IMAGE_READERS, key=len, reverse=True)):
+        if suffix != "/" and name.lower().endswith(suffix.lower()):
+            return name[: -len(suffix)]
+    return name.split(".")[0]
 
 
 def inside_root(root: Path, relative: object, where: str) -> Path:

@@ -33,6 +33,25 @@ def test_decathlon_multichannel_4d(tmp_path, decathlon_writer):
     validate_dataset(layout.cases, layout.labels)
 
 
+def test_decathlon_case_names_keep_their_inner_dots(tmp_path):
+    """Uncompressed ``sub-01.ses-1.nii`` and ``sub-01.ses-2.nii`` were both named ``sub-01``
+    (everything after the first dot dropped) and refused as duplicate case names."""
+    root = tmp_path / "dots"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for name in ("sub-01.ses-1", "sub-01.ses-2"):
+        for folder, dtype in (("imagesTr", np.float32), ("labelsTr", np.uint8)):
+            image = nib.Nifti1Image(np.ones((4, 5, 6), dtype), np.eye(4))
+            nib.save(image, str(root / folder / f"{name}.nii"))
+        training.append({"image": f"./imagesTr/{name}.nii", "label": f"./labelsTr/{name}.nii"})
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "bg", "1": "fg"},
+                                                   "training": training}))  # fmt: skip
+    layout = detect_layout(root)
+    assert [c.name for c in layout.cases] == ["sub-01.ses-1", "sub-01.ses-2"]
+    validate_dataset(layout.cases, layout.labels)
+
+
 def _nnunetv2_dataset(root, ending=".nii.gz", **meta):
     """Two cases of two channels each, nnU-Net v2 layout; ``meta`` overrides dataset.json."""
     (root / "imagesTr").mkdir(parents=True)
