@@ -240,6 +240,21 @@ def test_dicom_pixel_spacing_missing_or_differing_names_the_file(tmp_path, dicom
         read_image(tmp_path / "odd")
 
 
+def test_dicom_colour_slices_are_refused(tmp_path, dicom_writer):
+    """RGB slices (SamplesPerPixel 3) of 4 x 5 pixels were read as a (3, 4, 5, 3) image: the
+    slices became channels and the colours the W axis."""
+    dicom_writer(tmp_path / "rgb", np.zeros((3, 4, 5), np.uint16))
+
+    def to_rgb(ds):
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = np.zeros((4, 5, 3), np.uint8).tobytes()
+
+    _edit_slices(tmp_path / "rgb", to_rgb)
+    with pytest.raises(DataError, match=r"000000\.dcm: expected one grey value per pixel"):
+        read_image(tmp_path / "rgb")
+
+
 def test_dicom_single_slice_spacing_is_its_thickness(tmp_path, dicom_writer):
     """Spacing said 1 mm while the affine stepped by SliceThickness (3 mm)."""
     dicom_writer(tmp_path / "one", np.zeros((1, 4, 3), np.uint16), spacing=(3.0, 0.5, 0.5))

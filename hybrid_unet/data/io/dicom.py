@@ -62,8 +62,11 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]
         series[str(ds.get("SeriesInstanceUID", ""))].append((file, ds))
     if not series and multi_frame:
         file, frames = multi_frame[0]
-        raise DataError(file, f"multi-frame DICOM ({frames} frames in one file) is not "
-                              "supported; convert the series to NIfTI (e.g. with dcm2niix)")  # fmt: skip
+        raise DataError(
+            file,
+            f"multi-frame DICOM ({frames} frames in one file) is not supported; convert the "
+            "series to NIfTI (e.g. with dcm2niix)",
+        )
     return series
 
 
@@ -165,6 +168,10 @@ def read_dicom_series(
             pixels = ds.pixel_array.astype(np.float32)
         except Exception as exc:
             raise DataError(file, f"cannot decode pixel data ({_one_line(exc)})") from None
+        if pixels.ndim != 2:  # colour (SamplesPerPixel 3) would become a stack of channels
+            samples = ds.get("SamplesPerPixel")
+            raise DataError(file, f"expected one grey value per pixel, got pixel data of shape "
+                                  f"{pixels.shape} (SamplesPerPixel {samples})")  # fmt: skip
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         planes.append(pixels * np.float32(slope) + np.float32(intercept))
