@@ -26,13 +26,13 @@ from hybrid_unet.data.layouts import CaseRecord, detect_layout, inside_root, rea
 
 _NIFTI = (".nii.gz", ".nii")
 _NUMPY = (".npy", ".npz")
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in (*_NIFTI, *_NUMPY, ".h5", ".hdf5", ".dcm"):
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):  # SCAN.NII.GZ as exported by some converters
             return name[: -len(suffix)]
     return name
 
@@ -85,7 +85,7 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
     if _is_dicom_folder(folder):
         return [CaseRecord(folder.name, [folder], None)]
     entries = visible_entries(folder)
-    niftis = [p for p in entries if p.is_file() and p.name.endswith(_NIFTI)]
+    niftis = [p for p in entries if p.is_file() and p.name.lower().endswith(_NIFTI)]
     arrays = [p for p in entries if p.is_file() and p.name.lower().endswith(_NUMPY)]
     series = [p for p in entries if p.is_dir() and _is_dicom_folder(p)]
     cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
@@ -110,7 +110,8 @@ def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
     images_ts = root / "imagesTs"
     if not images_ts.is_dir():
         raise DataError(root / "dataset.json", "no 'test' list and no imagesTs/ folder")
-    return _nifti_cases([p for p in visible_entries(images_ts) if p.name.endswith(_NIFTI)])
+    scans = [p for p in visible_entries(images_ts) if p.name.lower().endswith(_NIFTI)]
+    return _nifti_cases(scans)
 
 
 def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[CaseRecord]:

@@ -441,3 +441,13 @@ def test_real_dicom_affine_agrees_with_pydicom_positions(real_data, name):
                    + h * row_spacing * iop[3:] + w * col_spacing * iop[:3])  # fmt: skip
             np.testing.assert_allclose(geo.affine @ [d, h, w, 1], [-lps[0], -lps[1], lps[2], 1],
                                        atol=1e-4)  # fmt: skip
+
+
+def test_a_flipped_bit_in_an_upper_case_nifti_gz_is_caught(tmp_path):
+    """The gzip CRC check keyed on a lower-case '.gz': SCAN.NII.GZ went to nibabel unchecked."""
+    path = _nifti(tmp_path / "scan.nii.gz", np.arange(4000, dtype=np.float32).reshape(10, 20, 20))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (tmp_path / "SCAN.NII.GZ").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"SCAN\.NII\.GZ: cannot read NIfTI"):
+        read_image(tmp_path / "SCAN.NII.GZ")

@@ -182,3 +182,17 @@ def test_a_dataset_json_test_list_inside_the_folder_is_read(tmp_path):
     (tmp_path / "dataset.json").write_text('{"training": [], "test": ["./imagesTs/a.nii.gz"]}')
     cases = find_cases(tmp_path / "dataset.json", "test")
     assert [(c.name, c.images) for c in cases] == [("a", [tmp_path / "imagesTs" / "a.nii.gz"])]
+
+
+def test_upper_case_nifti_names_are_scans(tmp_path):
+    """SCAN.NII.GZ (as some converters export) was skipped in a folder without a word, and
+    given alone it was written as SCAN.NII.GZ.nii.gz."""
+    _nifti(tmp_path / "SCAN.NII.GZ")
+    _nifti(tmp_path / "MR_0000.NII")
+    _nifti(tmp_path / "MR_0001.NII")
+    cases = find_cases(tmp_path)
+    assert [(c.name, [p.name for p in c.images]) for c in cases] == [
+        ("MR", ["MR_0000.NII", "MR_0001.NII"]),
+        ("SCAN", ["SCAN.NII.GZ"]),
+    ]
+    assert [c.name for c in find_cases(tmp_path / "SCAN.NII.GZ")] == ["SCAN"]

@@ -59,7 +59,7 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     """``nib.load``, except that a gzipped file is decompressed whole first: nibabel stops
     reading at the end of the voxel data, before the gzip trailer, so a flipped bit inside the
     stream would give wrong voxels silently; ``gzip.decompress`` checks the CRC and length."""
-    if not path.name.endswith(".gz"):
+    if not path.name.lower().endswith(".gz"):
         return nib.load(str(path))
     raw = gzip.decompress(path.read_bytes())
     # sizeof_hdr, the first 4 bytes: 348 for NIfTI-1, 540 for NIfTI-2 (either byte order).
