@@ -9,7 +9,8 @@ Supported:
   nnU-Net v1 conversion) is read channel by channel.
 * **nnU-Net v2**: ``dataset.json`` with ``channel_names``, ``labels`` ``{"background": 0, ...}``,
   ``numTraining`` and ``file_ending``; ``imagesTr/<case>_<XXXX><file_ending>`` per channel and
-  ``labelsTr/<case><file_ending>``.
+  ``labelsTr/<case><file_ending>``, or the files each case lists under ``dataset``. Region
+  labels (lists) and the ``ignore`` label are refused: they need a loss this project lacks.
 * **HDF5**: one ``.h5`` file in the layout of :mod:`hybrid_unet.data.io.hdf5`; optional root
   attributes ``labels`` and ``modality`` hold the same JSON dicts as a Decathlon file.
 """
@@ -172,6 +173,23 @@ def _nnunetv2_labels(meta_file: Path, value: object) -> dict[int, str]:
     return labels
 
 
+def _nnunetv2_listed(root: Path, listed: object) -> list[CaseRecord]:
+    """Cases of nnU-Net v2's ``"dataset": {case: {"images": [...], "label": ...}}``, paths
+    relative to the dataset folder (and kept inside it, as Decathlon paths are)."""
+    if not isinstance(listed, dict):
+        raise DataError(root / "dataset.json", "'dataset' must map case names to their files")
+    cases = []
+    for name, entry in sorted(listed.items()):
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, list) or not images or "label" not in entry:
+            raise DataError(root / "dataset.json",
+                            f"dataset[{name!r}] needs 'images' (a list) and 'label'")  # fmt: skip
+        paths = [inside_root(root, p, f"dataset[{name!r}].images") for p in images]
+        cases.append(CaseRecord(name, paths, inside_root(root, entry["label"],
+                                                         f"dataset[{name!r}].label")))  # fmt: skip
+    return cases
+
+
 def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
     meta_file = root / "dataset.json"
     ending = meta.get("file_ending", ".nii.gz")
@@ -182,17 +200,22 @@ def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
     channels = _index_map(meta_file, meta, "channel_names")
     labels = _nnunetv2_labels(meta_file, meta.get("labels", {}))
     label_dir = root / "labelsTr"
-    if not label_dir.is_dir():
+    if "dataset" in meta:  # nnU-Net's explicit list of files, in place of the folder scan
+        cases = _nnunetv2_listed(root, meta["dataset"])
+    elif not label_dir.is_dir():
         raise DataError(label_dir, "labelsTr folder not found")
-    cases = []
-    for label in (p for p in visible_entries(label_dir) if p.name.endswith(ending)):
-        name = label.name[: -len(ending)]
-        images = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in sorted(channels)]
-        cases.append(CaseRecord(name, images, label))
+    else:
+        cases = []
+        for label in (p for p in visible_entries(label_dir) if p.name.endswith(ending)):
+            name = label.name[: -len(ending)]
+            images = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in sorted(channels)]
+            cases.append(CaseRecord(name, images, label))
     expected = meta.get("numTraining")
     if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
         raise DataError(meta_file, f"numTraining must be an integer, got {expected!r}")
     if expected is not None and expected != len(cases):
+        if "dataset" in meta:
+            raise DataError(meta_file, f"numTraining={expected} but 'dataset' lists {len(cases)}")
         raise DataError(label_dir, f"dataset.json says numTraining={expected}, found "
                                    f"{len(cases)} label file(s) ending in {ending!r}")  # fmt: skip
     return DatasetLayout(root, "nnunetv2", cases, labels, channels)

@@ -119,6 +119,26 @@ def test_nnunetv2_features_we_do_not_read_are_refused_naming_the_file(tmp_path, 
     assert str(root) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_nnunetv2_explicit_dataset_mapping_is_what_trains(tmp_path):
+    """nnU-Net v2's 'dataset' key (each case's files listed) was ignored: every label in
+    labelsTr was trained on, whatever the mapping said."""
+    root = _nnunetv2_dataset(tmp_path / "Dataset004")
+    listing = {"b": {"images": ["imagesTr/b_0000.nii.gz", "imagesTr/b_0001.nii.gz"],
+                     "label": "labelsTr/b.nii.gz"}}  # fmt: skip
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "dataset": listing, "numTraining": 1}))
+    layout = detect_layout(root)
+    assert [(c.name, c.images, c.label) for c in layout.cases] == [
+        ("b", [root / "imagesTr" / "b_0000.nii.gz", root / "imagesTr" / "b_0001.nii.gz"],
+         root / "labelsTr" / "b.nii.gz")
+    ]  # fmt: skip
+    validate_dataset(layout.cases, layout.labels)
+    listing["b"]["label"] = "../../etc/passwd"
+    (root / "dataset.json").write_text(json.dumps({**meta, "dataset": listing, "numTraining": 1}))
+    with pytest.raises(DataError, match=re.escape("dataset['b'].label '../../etc/passwd' points")):
+        detect_layout(root)
+
+
 def test_hdf5_layout(tmp_path):
     path = tmp_path / "cases.h5"
     for name in ("p1", "p2"):
