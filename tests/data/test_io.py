@@ -85,6 +85,20 @@ def test_written_mask_keeps_the_sources_qform_and_sform_and_their_codes(tmp_path
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
 
 
+def test_a_written_mask_drops_the_scans_display_window_and_intent(tmp_path):
+    """A mask kept its scan's cal_min/cal_max (0..1000: labels 1, 2 invisible in viewers that
+    use the window) and a 'vector' intent from a multi-channel scan."""
+    img = nib.Nifti1Image(np.ones((6, 7, 8, 2), np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    img.header["cal_min"], img.header["cal_max"] = 0, 1000
+    img.header.set_intent("vector", ())
+    nib.save(img, str(tmp_path / "scan.nii.gz"))
+    image, geo = read_image(tmp_path / "scan.nii.gz")
+    write_nifti(tmp_path / "mask.nii.gz", np.ones(image.shape[1:], np.uint8), geo)
+    header = nib.load(str(tmp_path / "mask.nii.gz")).header
+    assert (header["cal_min"], header["cal_max"]) == (0, 0)
+    assert header.get_intent()[0] == "none"
+
+
 @pytest.mark.parametrize("content", [b"", b"not a nifti at all"])
 def test_empty_or_garbage_nifti_names_file(tmp_path, content):
     path = tmp_path / "bad.nii.gz"

@@ -97,6 +97,9 @@ def write_nifti(path: str | Path, array: np.ndarray, geometry: Geometry) -> None
             img.set_qform(affine, code=int(header["qform_code"]) or 1)
             img.set_sform(affine, code=int(header["sform_code"]) or 1)
     img.set_data_dtype(array.dtype)
-    # Scaling from an intensity image's header must not apply to a label map.
+    # What describes the scan's intensities must not stay on the map: scaling, a display
+    # window (cal_max 1000 hides labels 1, 2 in viewers that use it), a vector intent.
     img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"] = img.header["cal_max"] = 0  # 0, 0: no display range set
+    img.header.set_intent("none")
     nib.save(img, str(path))
