@@ -5,7 +5,8 @@
   ``_NNNN`` suffix is part of the case name);
 * a DICOM series folder, or a folder whose subfolders are series (one case per series; NIfTI
   files beside them are cases too);
-* an HDF5 file (one case per group, layout of :mod:`hybrid_unet.data.io.hdf5`);
+* an HDF5 file (one case per group, layout of :mod:`hybrid_unet.data.io.hdf5`), or a folder
+  holding such files beside the other scans;
 * a NumPy ``.npy`` (spacing from its ``.json`` sidecar) or ``.npz`` file, or a folder of them
   (one case per file, layout of :mod:`hybrid_unet.data.io.numpy_io`);
 * a ``dataset.json`` (Decathlon or nnU-Net v2): its ``test`` list or ``imagesTs/`` (split
@@ -26,12 +27,13 @@ from hybrid_unet.data.layouts import CaseRecord, detect_layout, inside_root, rea
 
 _NIFTI = (".nii.gz", ".nii")
 _NUMPY = (".npy", ".npz")
+_HDF5 = (".h5", ".hdf5")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (*_NIFTI, *_NUMPY, ".h5", ".hdf5", ".dcm"):
+    for suffix in (*_NIFTI, *_NUMPY, *_HDF5, ".dcm"):
         if name.lower().endswith(suffix):  # SCAN.NII.GZ as exported by some converters
             return name[: -len(suffix)]
     return name
@@ -81,20 +83,23 @@ def _has_dicm_preamble(path: Path) -> bool:
 
 
 def _folder_cases(folder: Path) -> list[CaseRecord]:
-    """A DICOM series folder is one case; else its NIfTI files and series subfolders."""
+    """A DICOM series folder is one case; else its NIfTI, NumPy and HDF5 files and series
+    subfolders."""
     if _is_dicom_folder(folder):
         return [CaseRecord(folder.name, [folder], None)]
     entries = visible_entries(folder)
     niftis = [p for p in entries if p.is_file() and p.name.lower().endswith(_NIFTI)]
     arrays = [p for p in entries if p.is_file() and p.name.lower().endswith(_NUMPY)]
+    containers = [p for p in entries if p.is_file() and p.name.lower().endswith(_HDF5)]
     series = [p for p in entries if p.is_dir() and _is_dicom_folder(p)]
     cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
     cases += [_one_case(p) for p in arrays]
+    cases += [case for p in containers for case in _hdf5_cases(p)]
     if cases:
         return sorted(cases, key=lambda c: c.name)
     if (folder / "dataset.json").is_file():
         return _dataset_cases(folder / "dataset.json", "test", None)
-    raise DataError(folder, "holds no NIfTI or NumPy file, DICOM series or dataset.json")
+    raise DataError(folder, "holds no NIfTI, NumPy or HDF5 file, DICOM series or dataset.json")
 
 
 def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:

@@ -196,3 +196,20 @@ def test_upper_case_nifti_names_are_scans(tmp_path):
         ("SCAN", ["SCAN.NII.GZ"]),
     ]
     assert [c.name for c in find_cases(tmp_path / "SCAN.NII.GZ")] == ["SCAN"]
+
+
+def test_hdf5_files_in_a_folder_are_scans(tmp_path):
+    """A folder's .h5 files were skipped without a word (or the folder 'held no scan')."""
+    from hybrid_unet.data.io import write_hdf5_case
+
+    for name in ("p1", "p2"):
+        write_hdf5_case(tmp_path / "cases.h5", name, np.ones((4, 5, 6), np.float32), None,
+                        (1.0, 1.0, 1.0))  # fmt: skip
+    _nifti(tmp_path / "scan.nii.gz")
+    cases = find_cases(tmp_path)
+    assert [(c.name, c.images, c.key) for c in cases] == [
+        ("p1", [tmp_path / "cases.h5"], "p1"),
+        ("p2", [tmp_path / "cases.h5"], "p2"),
+        ("scan", [tmp_path / "scan.nii.gz"], None),
+    ]
+    assert read_image(tmp_path / "cases.h5", key="p2")[0].shape == (1, 4, 5, 6)
