@@ -124,6 +124,17 @@ def inside_root(root: Path, relative: object, where: str) -> Path:
     return Path(joined)
 
 
+def listed_image_files(image: Path) -> list[Path]:
+    """The files of an image that ``dataset.json`` lists: the file itself, or, when only the
+    nnU-Net v1 conversion's channel files ``x_0000.nii.gz``, ... exist, those (a missing file
+    is reported by whoever reads it)."""
+    if image.exists():
+        return [image]
+    ending = ".nii.gz" if image.name.endswith(".nii.gz") else image.suffix
+    split = sorted(image.parent.glob(f"{_stem(image.name, ending)}_[0-9][0-9][0-9][0-9]{ending}"))
+    return split or [image]
+
+
 def _decathlon(root: Path, meta: dict) -> DatasetLayout:
     meta_file = root / "dataset.json"
     cases = []
@@ -133,14 +144,7 @@ def _decathlon(root: Path, meta: dict) -> DatasetLayout:
     for i, entry in enumerate(training):
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(root / "dataset.json", f"training[{i}] needs an 'image' entry")
-        image = inside_root(root, entry["image"], f"training[{i}].image")
-        images = [image]
-        if not image.exists():
-            ending = ".nii.gz" if image.name.endswith(".nii.gz") else image.suffix
-            split = sorted(
-                image.parent.glob(f"{_stem(image.name, ending)}_[0-9][0-9][0-9][0-9]{ending}")
-            )
-            images = split or images  # a missing file is reported by validation, not here
+        images = listed_image_files(inside_root(root, entry["image"], f"training[{i}].image"))
         if not entry.get("label"):  # the Decathlon's unlabelled cases are listed under "test"
             raise DataError(root / "dataset.json", f"training[{i}] needs a 'label' entry")
         label = inside_root(root, entry["label"], f"training[{i}].label")

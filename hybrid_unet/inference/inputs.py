@@ -23,7 +23,13 @@ from pathlib import Path
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
-from hybrid_unet.data.layouts import CaseRecord, detect_layout, inside_root, read_json
+from hybrid_unet.data.layouts import (
+    CaseRecord,
+    detect_layout,
+    inside_root,
+    listed_image_files,
+    read_json,
+)
 
 _NIFTI = (".nii.gz", ".nii")
 _NUMPY = (".npy", ".npz")
@@ -107,11 +113,12 @@ def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
     if listed:
         # Entries are "./imagesTs/x.nii.gz" (the Decathlon) or {"image": ...}; like training
         # paths they must stay inside the dataset folder.
-        files = [
+        paths = [
             inside_root(root, e.get("image") if isinstance(e, dict) else e, f"test[{i}]")
             for i, e in enumerate(listed)
         ]
-        return _nifti_cases(files)
+        # A listed x.nii.gz may exist only as the nnU-Net v1 channel files x_0000.nii.gz, ...
+        return _nifti_cases([f for path in paths for f in listed_image_files(path)])
     images_ts = root / "imagesTs"
     if not images_ts.is_dir():
         raise DataError(root / "dataset.json", "no 'test' list and no imagesTs/ folder")

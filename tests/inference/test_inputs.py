@@ -213,3 +213,16 @@ def test_hdf5_files_in_a_folder_are_scans(tmp_path):
         ("scan", [tmp_path / "scan.nii.gz"], None),
     ]
     assert read_image(tmp_path / "cases.h5", key="p2")[0].shape == (1, 4, 5, 6)
+
+
+def test_a_test_list_entry_split_into_channel_files_is_one_case(tmp_path):
+    """nnU-Net v1's conversion keeps 'test': ['./imagesTs/x.nii.gz'] but writes x_0000.nii.gz,
+    x_0001.nii.gz: training read those, predict failed every case with 'file not found'."""
+    (tmp_path / "imagesTs").mkdir()
+    for c in range(2):
+        _nifti(tmp_path / "imagesTs" / f"x_{c:04d}.nii.gz")
+    (tmp_path / "dataset.json").write_text('{"training": [], "test": ["./imagesTs/x.nii.gz"]}')
+    cases = find_cases(tmp_path / "dataset.json", "test")
+    assert [(c.name, [p.name for p in c.images]) for c in cases] == [
+        ("x", ["x_0000.nii.gz", "x_0001.nii.gz"])
+    ]
