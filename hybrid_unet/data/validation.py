@@ -81,6 +81,8 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
     where = _where(record.label, record.key)
     if label.shape != shape:
         problems.append(f"{where}: label shape {label.shape} != image shape {shape}")
+    elif label_geo.assumed:
+        pass  # a label that stores no geometry (.npy without sidecar) lies on its image's grid
     elif grid := geometry_problem("label", ref_geo, label_geo):
         problems.append(f"{where}: {grid}")
     if label_values is not None:

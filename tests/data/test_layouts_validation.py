@@ -139,6 +139,23 @@ def test_nnunetv2_explicit_dataset_mapping_is_what_trains(tmp_path):
         detect_layout(root)
 
 
+def test_a_numpy_label_without_sidecar_lies_on_its_images_grid(tmp_path):
+    """A .npy label map stores no spacing: it was taken as 1 mm and refused against its image's
+    2 mm sidecar ('label spacing (1.0, 1.0, 1.0) != image spacing (2.0, 1.0, 1.0)')."""
+    np.save(tmp_path / "img.npy", np.ones((4, 5, 6), np.float32))
+    (tmp_path / "img.json").write_text(json.dumps({"spacing": [2.0, 1.0, 1.0]}))
+    np.save(tmp_path / "lab.npy", np.zeros((4, 5, 6), np.uint8))
+    record = CaseRecord("a", [tmp_path / "img.npy"], tmp_path / "lab.npy")
+    assert collect_problems([record], [0, 1]) == []
+    np.save(tmp_path / "lab.npy", np.zeros((4, 5, 7), np.uint8))  # the shape is still checked
+    assert collect_problems([record], [0, 1]) == [
+        f"{tmp_path / 'lab.npy'}: label shape (4, 5, 7) != image shape (4, 5, 6)"
+    ]
+    np.save(tmp_path / "lab.npy", np.zeros((4, 5, 6), np.uint8))  # a sidecar that disagrees
+    (tmp_path / "lab.json").write_text(json.dumps({"spacing": [1.0, 1.0, 1.0]}))
+    assert "label spacing (1.0, 1.0, 1.0) != image spacing" in collect_problems([record], [0, 1])[0]
+
+
 def test_hdf5_layout(tmp_path):
     path = tmp_path / "cases.h5"
     for name in ("p1", "p2"):

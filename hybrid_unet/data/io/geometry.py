@@ -34,12 +34,15 @@ class Geometry:
         affine: 4x4 map from index ``(d, h, w, 1)`` to RAS+ world mm.
         source: The file or folder the array came from.
         header: Reader-specific header kept for writing a result back (e.g. a nibabel header).
+        assumed: The file stores no geometry (a ``.npy`` without sidecar, an ``.npz``
+            without ``spacing``): 1 mm and origin 0 were assumed.
     """
 
     spacing: tuple[float, float, float]
     affine: np.ndarray
     source: str = ""
     header: Any = field(default=None, repr=False)
+    assumed: bool = False
 
     @classmethod
     def from_spacing(cls, spacing: object, source: str | Path = "") -> Geometry:

@@ -2,13 +2,15 @@
 
 * ``case.npy``: the array, ``(D, H, W)`` or ``(C, D, H, W)``; spacing comes from the
   ``spacing=`` argument or from a sidecar ``case.json`` holding ``{"spacing": [sd, sh, sw]}``
-  (1 mm when neither is given).
+  (1 mm when neither is given, marked ``Geometry.assumed``: a label map without a sidecar
+  lies on its image's grid).
 * ``case.npz``: keys ``image`` (``(C,)D,H,W``), optional ``label`` (``D,H,W``) and optional
   ``spacing`` (3 numbers, ``(D, H, W)`` order).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -42,7 +44,7 @@ def read_npy(
         except Exception as exc:
             raise DataError(sidecar, f"sidecar needs a 'spacing' list ({exc})") from None
         spacing = as_spacing(spacing, sidecar)
-    return array, Geometry.from_spacing((1.0, 1.0, 1.0) if spacing is None else spacing, path)
+    return array, _geometry(spacing, path)
 
 
 def read_npz(
@@ -56,7 +58,14 @@ def read_npz(
         array = npz[key]
         if spacing is None and "spacing" in npz.files:
             spacing = npz["spacing"]
-    return array, Geometry.from_spacing((1.0, 1.0, 1.0) if spacing is None else spacing, path)
+    return array, _geometry(spacing, path)
+
+
+def _geometry(spacing: object, path: Path) -> Geometry:
+    """The given spacing, else 1 mm marked as assumed (a label then takes its image's grid)."""
+    if spacing is None:
+        return dataclasses.replace(Geometry.from_spacing((1.0, 1.0, 1.0), path), assumed=True)
+    return Geometry.from_spacing(spacing, path)
 
 
 def write_npz(
