@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hybrid_unet.atomic import atomic_write_text
+from hybrid_unet.atomic import atomic_write_json, atomic_write_text
 from hybrid_unet.cli import exit_on_user_error as _exit_on_user_error
 from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
@@ -45,6 +45,7 @@ _composed: list[bool] = []  # set once Hydra composed the config and our task st
 @hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="config")
 def train(cfg: DictConfig) -> float:
     """Hydra task: check the config, train, return the best mean Dice (what sweepers optimise)."""
+    from hybrid_unet.engine.step import TrainingDiverged
     from hybrid_unet.engine.trainer import Trainer
 
     _composed.append(True)
@@ -64,12 +65,17 @@ def train(cfg: DictConfig) -> float:
             done = finished_summary(run_dir)
             if done is not None:
                 print(f"Skipping {run_dir}: finished before (summary.json).")
-                return float("nan") if done["best_mean_dice"] is None else done["best_mean_dice"]
+                return objective(done)
         try:
             trainer = Trainer(resolved, run_dir)
         except ValueError as exc:  # constructors validate their arguments
             raise ConfigError([f"invalid configuration: {exc}"]) from exc
-        summary = trainer.fit()
+        try:
+            summary = trainer.fit()
+        except TrainingDiverged as exc:
+            if not multirun:
+                raise
+            return _diverged_job(trainer, exc)
         trainer.close()
         if multirun and trainer.stopping:  # a stop signal stops the sweep, not just this job
             print("The sweep stops here; run the same command again to resume it.")
@@ -81,9 +87,28 @@ def train(cfg: DictConfig) -> float:
         raise
     if not summary:  # a data-parallel rank other than 0
         return float("nan")
-    best = summary["best_mean_dice"]
     print(summary_lines(summary))
-    return float("nan") if best is None else best
+    return objective(summary)
+
+
+def objective(summary: dict) -> float:
+    """What a sweeper optimises: the best validation mean Dice, 0.0 (the worst) for a run
+    that has none (it diverged before validating). Never NaN: the Optuna sweeper crashes on a
+    NaN objective instead of recording a failed trial."""
+    best = summary["best_mean_dice"]
+    return 0.0 if best is None else float(best)
+
+
+def _diverged_job(trainer, exc: Exception) -> float:
+    """A sweep job whose training diverged is one result of the sweep, not the sweep's end:
+    it is recorded as finished (a re-run skips it; resuming would diverge again) with its
+    reason, and ranks by the best mean Dice it reached before diverging."""
+    trainer.state.stop_reason = str(exc)
+    summary = {**trainer.summary(), "complete": True}
+    atomic_write_json(trainer.run_dir / "summary.json", summary)
+    print(f"warning: {trainer.run_dir}: {exc}; this job counts with mean Dice "
+          f"{objective(summary):.4f} and the sweep goes on", file=sys.stderr)  # fmt: skip
+    return objective(summary)
 
 
 def summary_lines(summary: dict) -> str:

@@ -18,7 +18,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 _COLUMNS = ("job", "overrides", "best_mean_dice", "monitor", "best_metric", "best_epoch",
-            "epochs", "complete", "train_seconds", "run_dir")  # fmt: skip
+            "epochs", "complete", "stop_reason", "train_seconds", "run_dir")  # fmt: skip
 
 
 def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:

@@ -83,3 +83,30 @@ def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
     sweep_dir = tmp_path / "runs" / "multirun" / "stop"
     assert (sweep_dir / "0" / "checkpoints" / "last.pt").exists()
     assert not (sweep_dir / "1").exists()  # the second job never started
+
+
+def test_a_diverging_job_is_one_result_of_the_sweep_not_its_end(tmp_path):
+    """A learning rate that diverges used to end the sweep (exit 2) before the next job, and
+    every re-run resumed it, diverged again and stopped there: the later jobs never ran."""
+    from tests.helpers import cli
+
+    args = ["-m", "run_name=div", *TINY, "trainer.max_epochs=1", "trainer.max_bad_steps=2",
+            "data.max_val_cases=1", "optimizer.lr=1e9,1e-3"]  # fmt: skip
+    result = cli(args, tmp_path)
+    assert result.code == 0, result.stderr[-3000:]
+    sweep_dir = tmp_path / "runs" / "multirun" / "div"
+    assert "div/0: training diverged" in result.stderr and "the sweep goes on" in result.stderr
+    with open(sweep_dir / "sweep_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert rows[0]["stop_reason"].startswith("training diverged") and rows[0]["complete"] == "True"
+    assert 0.0 <= float(rows[1]["best_mean_dice"]) <= 1.0 and not rows[1]["stop_reason"]
+    again = cli(args, tmp_path)
+    assert again.code == 0 and again.stdout.count("finished before (summary.json)") == 2
+
+
+def test_the_objective_is_never_nan():
+    from hybrid_unet.train import objective
+
+    assert objective({"best_mean_dice": None}) == 0.0  # Optuna crashes on a NaN value
+    assert objective({"best_mean_dice": 0.25}) == 0.25

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import yaml
 
 from tests.helpers import REPO, TINY, run_train
 
@@ -56,3 +57,30 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     sweep_dir = tmp_path / "runs" / "multirun" / "local"
     assert all((sweep_dir / str(n) / "summary.json").exists() for n in (0, 1))
     assert (sweep_dir / "sweep_summary.csv").exists()
+
+
+def test_optuna_records_a_diverging_trial_and_searches_on(tmp_path):
+    """A diverging trial ended the whole search (exit 2); one without a validation handed
+    Optuna NaN, on which the sweeper crashed with a ValueError traceback."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from tests.helpers import cli
+
+    space = tmp_path / "conf" / "hparams_search"
+    space.mkdir(parents=True)
+    (space / "diverge.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+        "hydra:\n  sweeper:\n    direction: maximize\n    n_trials: 3\n    sampler:\n"
+        "      seed: 1\n    params:\n      optimizer.lr: choice(1e-3, 1e9)\n"
+    )
+    result = cli(["-m", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                  "hparams_search=diverge", "run_name=div", *SMALL, "trainer.max_bad_steps=2"],
+                 tmp_path)  # fmt: skip
+    assert result.code == 0, result.stderr[-3000:]
+    assert "training diverged" in result.stderr
+    sweep_dir = tmp_path / "runs" / "multirun" / "div"
+    with open(sweep_dir / "sweep_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and any(r["stop_reason"] for r in rows)
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_params"]["optimizer.lr"] == 1e-3
+    assert best["best_value"] == max(float(r["best_mean_dice"] or 0) for r in rows)
