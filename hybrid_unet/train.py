@@ -60,14 +60,15 @@ def train(cfg: DictConfig) -> float:
                                f"continue it with trainer.resume={run_dir}, or choose another "
                                "run dir"])  # fmt: skip
         resolved = check_config(cfg)
+        checkpoint = None  # a re-run sweep job's checkpoint, read once
         if multirun:
-            check_same_job(run_dir, resolved)
+            checkpoint = check_same_job(run_dir, resolved)
             done = finished_summary(run_dir)
             if done is not None:
                 print(f"Skipping {run_dir}: finished before (summary.json).")
                 return objective(done)
         try:
-            trainer = Trainer(resolved, run_dir)
+            trainer = Trainer(resolved, run_dir, resume_from=checkpoint)
         except ValueError as exc:  # constructors validate their arguments
             raise ConfigError([f"invalid configuration: {exc}"]) from exc
         try:

@@ -31,9 +31,13 @@ def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
     return summary if summary.get("complete") else None
 
 
-def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
+def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> tuple[Path, dict] | None:
     """Refuse a job dir whose newest checkpoint was trained with other settings than ``resolved``
     (values the plan fills later, null in ``resolved``, are not compared).
+
+    Returns:
+        The newest readable checkpoint's path and contents (``None``: none), for the resume,
+        so it is read once.
 
     Raises:
         ConfigError: naming the dir and the first differing keys.
@@ -44,7 +48,7 @@ def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
 
     found = find_resumable(Path(run_dir) / "checkpoints")
     if found is None:
-        return
+        return None
     stored = found[1].get("config") or {}
     changes = [
         f"{key}: {before!r} there, {after!r} now"
@@ -57,6 +61,7 @@ def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> None:
             + "; ".join(changes[:3]) + (" ..." if len(changes) > 3 else "")
             + "): a changed sweep numbers its jobs anew, so give it its own run_name"
         ])  # fmt: skip
+    return found
 
 
 def sweep_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:

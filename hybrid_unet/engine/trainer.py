@@ -64,7 +64,11 @@ def _mean_loss(state: TrainState) -> float:
 class Trainer:
     """Trains one run described by a resolved config (a plain dict) in ``run_dir``."""
 
-    def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], run_dir: str | Path, resume_from: tuple[Path, dict] | None = None
+    ) -> None:
+        """``resume_from``: the checkpoint ``trainer.resume`` names, when the caller read it
+        already (path and contents)."""
         self.cfg = cfg
         self.t = cfg["trainer"]
         self.run_dir = Path(run_dir)
@@ -112,7 +116,7 @@ class Trainer:
             )
         self.stopping = False  # a stop signal reached (on any rank)
         self.stopped_by: str | None = None  # the signal, on the rank that received it
-        resume_from = resolve_resume(self.t["resume"], self.run_dir)
+        resume_from = resume_from or resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(*resume_from) if resume_from else None
         resume_step = self.state.step if resume_from else None
         if self.t["resume"] == "auto" and not resume_from and self.ckpt_dir.is_dir():

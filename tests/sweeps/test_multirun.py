@@ -110,3 +110,23 @@ def test_the_objective_is_never_nan():
 
     assert objective({"best_mean_dice": None}) == 0.0  # Optuna crashes on a NaN value
     assert objective({"best_mean_dice": 0.25}) == 0.25
+
+
+def test_a_rerun_job_reads_its_checkpoint_once(tmp_path):
+    """The job check and the resume each read (and CRC-checked) the newest checkpoint: twice the
+    time, and a damaged last.pt warned twice."""
+    import shutil
+
+    from tests.helpers import cli
+
+    args = ["-m", "run_name=once", *TINY, "trainer.max_epochs=1", "data.max_val_cases=1"]
+    assert cli(args, tmp_path).code == 0
+    job = tmp_path / "runs" / "multirun" / "once" / "0"
+    (job / "summary.json").unlink()  # cut short
+    last = job / "checkpoints" / "last.pt"
+    shutil.copy(last, job / "checkpoints" / "last-prev.pt")
+    last.write_bytes(last.read_bytes()[:1000])
+    again = cli(args, tmp_path)
+    assert again.code == 0, again.stderr[-3000:]
+    assert again.stderr.count(f"skipping unreadable checkpoint {last}") == 1
+    assert f"Resumed from {job / 'checkpoints' / 'last-prev.pt'}" in again.stdout
