@@ -1,20 +1,30 @@
-"""SIGTERM / SIGINT: ask the loop to stop at the next step boundary (it saves, then exits)."""
+"""SIGTERM / SIGINT / SIGUSR2: ask the loop to stop at the next step boundary (it saves, then
+exits).
+
+SIGUSR2 is what SLURM sends ``signal_delay_s`` before a time limit when the submitit launcher
+asks for it; submitit's own handler requeues the job and exits at once, mid-step. The loop
+takes the signal first, saves, and then hands it to that handler (the requeue)."""
 
 from __future__ import annotations
 
 import signal
 import sys
 
+# SIGUSR2: SLURM's pre-timeout signal under submitit (absent on Windows)
+_SIGNALS = tuple(s for s in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, s))
+
 
 class StopRequest:
-    """Installs handlers that set ``requested``; a second Ctrl-C exits at once."""
+    """Installs handlers that set ``requested``; a second Ctrl-C exits at once. On leaving, a
+    SIGUSR2 received goes on to the handler installed before (submitit's requeue), if any."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
         self._previous: dict[int, object] = {}
 
     def install(self) -> StopRequest:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for name in _SIGNALS:
+            sig = getattr(signal, name)
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -27,7 +37,10 @@ class StopRequest:
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        previous = self._previous.get(getattr(signal, "SIGUSR2", None))
         self._previous.clear()
+        if self.requested == "SIGUSR2" and callable(previous):  # now that the run saved
+            previous(signal.SIGUSR2, None)
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name

@@ -130,3 +130,41 @@ def test_a_rerun_job_reads_its_checkpoint_once(tmp_path):
     assert again.code == 0, again.stderr[-3000:]
     assert again.stderr.count(f"skipping unreadable checkpoint {last}") == 1
     assert f"Resumed from {job / 'checkpoints' / 'last-prev.pt'}" in again.stdout
+
+
+def test_slurm_pre_timeout_signal_saves_before_submitit_requeues(tmp_path, monkeypatch):
+    """Under the submitit launcher SLURM sends SIGUSR2 ``signal_delay_s`` before the limit and
+    submitit's handler requeues and exits at once: mid-step, with the steps since the last
+    epoch's last.pt lost. The loop now takes the signal, saves, then hands it on."""
+    import os
+    import signal
+
+    from hybrid_unet.engine import trainer as trainer_module
+    from hybrid_unet.engine.checkpoint import load_checkpoint
+    from tests.helpers import cli
+
+    job = tmp_path / "runs" / "multirun" / "usr2" / "0"
+    requeued = []
+
+    def submitit_requeue(signum, frame):  # what submitit's handler does: requeue, then exit
+        last = job / "checkpoints" / "last.pt"
+        requeued.append(load_checkpoint(last)["meta"]["step"] if last.exists() else None)
+        raise SystemExit(-1)
+
+    real_step, calls = trainer_module.train_step, []
+
+    def step_then_sigusr2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_sigusr2)
+    previous = signal.signal(signal.SIGUSR2, submitit_requeue)
+    try:
+        result = cli(["-m", "run_name=usr2", *TINY, "trainer.max_epochs=1"], tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert requeued == [2], result.stderr[-3000:]  # called once, after step 2 was saved
+    assert "Stopped by SIGUSR2 at step 2" in result.stdout
+    assert result.code == -1
