@@ -86,6 +86,65 @@ def _job_number(name: str) -> int:
     return int(head) if head.isdigit() else 1 << 30
 
 
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+class SweepCheck(Callback):
+    """Hydra callback: before the first job of a grid sweep, compose and check every job's
+    config, so a bad value among the swept ones (``optimizer.lr=1e-3,-1``) is refused before
+    any job trains (it stopped the sweep when its job came; under submitit the launcher said
+    only "has not produced any output")."""
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        from hybrid_unet.cli import exit_on_user_error
+        from hybrid_unet.config.errors import ConfigError
+
+        if config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
+            return  # a search (Optuna) draws its values as it goes
+        problems = sweep_job_problems(config)
+        if problems:  # Hydra turns a callback's exception into a warning: exit here
+            exit_on_user_error(ConfigError([*problems, "no job of the sweep was started"]))
+
+
+def sweep_job_problems(config) -> list[str]:
+    """Every config problem of every job of a grid sweep, each naming the job and its values."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from hybrid_unet.config.errors import ConfigError
+    from hybrid_unet.config.validate import check_config
+
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+    (jobs,) = BasicSweeper.split_arguments(overrides, None)
+    loader, hydra_config = GlobalHydra.instance().config_loader(), HydraConfig.instance().cfg
+    problems = []
+    try:
+        for number, job in enumerate(jobs):
+            cfg = loader.load_configuration(config.hydra.job.config_name, job, RunMode.MULTIRUN)
+            with open_dict(cfg):  # what the launcher sets before the job's config resolves
+                cfg.hydra.job.num, cfg.hydra.job.id = number, f"check_{number}"
+            HydraConfig.instance().set_config(cfg)
+            with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+                sweep = cfg.hydra.sweep
+                cfg.hydra.runtime.output_dir = str(Path(sweep.dir) / str(sweep.subdir))
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]  # a job's task gets its config without it
+            try:
+                check_config(cfg)
+            except ConfigError as exc:
+                values = " ".join(a for a in job if a.split("=", 1)[0] in swept)
+                problems += [f"sweep job {number} ({values}): {p}" for p in exc.problems]
+    finally:
+        HydraConfig.instance().cfg = hydra_config
+    return problems
+
+
 class SweepSummary(Callback):
     """Hydra callback: ``<sweep dir>/<filename>`` tabulates every job's best metrics."""
 

@@ -168,3 +168,17 @@ def test_slurm_pre_timeout_signal_saves_before_submitit_requeues(tmp_path, monke
     assert requeued == [2], result.stderr[-3000:]  # called once, after step 2 was saved
     assert "Stopped by SIGUSR2 at step 2" in result.stdout
     assert result.code == -1
+
+
+def test_a_bad_swept_value_is_refused_before_any_job_trains(tmp_path):
+    """``optimizer.lr=1e-3,-1`` trained job 0 and then stopped at job 1 (under submitit: "has
+    not produced any output")."""
+    from tests.helpers import cli
+
+    result = cli(["-m", "run_name=bad", *TINY, "loss=dice_ce,dice", "optimizer.lr=1e-3,-1"],
+                 tmp_path)  # fmt: skip
+    assert result.code == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "sweep job 1 (loss=dice_ce optimizer.lr=-1): config key 'optimizer.lr'" in result.stderr
+    assert "sweep job 3 (loss=dice optimizer.lr=-1)" in result.stderr
+    assert "no job of the sweep was started" in result.stderr
+    assert not (tmp_path / "runs" / "multirun" / "bad").exists()
