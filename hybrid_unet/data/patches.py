@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -72,6 +73,15 @@ def crop_patch(
     return out
 
 
+def _centred_crop(
+    case: Case, start: Sequence[int], patch_size: Sequence[int], size: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image and label over a region of ``size`` with the patch at ``start`` at its centre."""
+    start = [s - (n - p) // 2 for s, n, p in zip(start, size, patch_size, strict=True)]
+    label = crop_patch(case.label[None], start, size) if case.label is not None else None
+    return crop_patch(case.image, start, size), label
+
+
 class PatchDataset(Dataset):
     """Random training patches of ``patch_size`` from the named cases.
 
@@ -81,7 +91,10 @@ class PatchDataset(Dataset):
         patch_size: ``(D, H, W)`` of every patch.
         batch_size: Used only to place foreground-forced items at the end of each batch.
         oversample_foreground: Fraction of each batch centred on a random foreground class.
-        transform: Optional ``(sample, seed) -> sample`` augmentation.
+        transform: Optional ``(sample, seed) -> sample`` augmentation. One with a true
+            ``takes_context`` attribute also gets ``sample["context"]``: ``size -> (image,
+            label)``, a crop of ``size`` centred on the patch, for rotation and scaling to
+            read what lies beyond the patch's edges.
         seed: Base seed.
 
     Items are ``{"image": (C, D, H, W) float32, "label": (1, D, H, W) int64}`` tensors.
@@ -134,6 +147,8 @@ class PatchDataset(Dataset):
         image = crop_patch(case.image, start, self.patch_size)
         label = crop_patch(case.label[None], start, self.patch_size)
         sample = {"image": image, "label": label}
+        if getattr(self.transform, "takes_context", False):
+            sample["context"] = partial(_centred_crop, case, start, self.patch_size)
         if self.transform is not None:
             sample = self.transform(sample, int(rng.integers(2**31)))
         return {

@@ -33,6 +33,7 @@ from monai.transforms import (
 from hybrid_unet.data.planning import ANISOTROPY_RATIO
 
 IMAGE, LABEL = "image", "label"
+CONTEXT = "context"  # size -> (image, label) around the patch; see RandRotateScaled
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
@@ -51,8 +52,14 @@ class RandRotateScaled(Randomizable, MapTransform):
     """Random rotation (``p_rotate``) and isotropic scaling (``p_scale``) in one resampling.
 
     The voxel-space matrix is turned into one ``affine_grid`` / ``grid_sample`` call per key
-    (about 4x faster than MONAI's ``AffineGrid`` + ``Resample`` at 40x56x40); the label is
-    sampled nearest with zero padding, the image trilinear with border padding.
+    (about 4x faster than MONAI's ``AffineGrid`` + ``Resample`` at 40x56x40); the image is
+    sampled trilinear, the label nearest.
+
+    A rotated or shrunk patch reaches past its own edges. Given ``sample["context"]``, a
+    function ``size -> (image, label)`` that crops a region of ``size`` centred on the patch
+    from the whole case (``PatchDataset`` passes it), those parts are read from the case, as in
+    nnU-Net; only the region the drawn rotation and scaling reach is cropped. Without it they
+    repeat the patch's border, in the image and the label alike.
 
     Args:
         rotate_range: Maximum absolute angle in degrees, per axis.
@@ -88,16 +95,31 @@ class RandRotateScaled(Randomizable, MapTransform):
         self.do_rotate = self.R.rand() < self.p_rotate
         self.do_scale = self.R.rand() < self.p_scale
 
-    def _theta(self, shape: tuple[int, ...]) -> torch.Tensor:
-        # Output voxel (centred) -> input voxel: rotate, and shrink by 1/zoom to enlarge content.
+    def _matrix(self) -> np.ndarray:
+        """Output voxel (centred) -> input voxel: rotate, and shrink by 1/zoom to enlarge."""
         matrix = _rotation(self.angles) if self.do_rotate else np.eye(3)
         if self.do_scale and self.coarse_axis is None:
             matrix = matrix / self.zoom
         elif self.do_scale:
             matrix = matrix @ np.diag([1.0 if a == self.coarse_axis else 1 / self.zoom
                                        for a in range(3)])  # fmt: skip
-        half = np.diag([(n - 1) / 2 if n > 1 else 1.0 for n in shape])
-        norm = np.linalg.inv(half) @ matrix @ half
+        return matrix
+
+    @staticmethod
+    def _reach(matrix: np.ndarray, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The smallest region centred on a patch of ``shape`` (same parity, so the centres
+        coincide) that holds every voxel ``matrix`` samples, with the trilinear neighbours."""
+        half = (np.asarray(shape, float) - 1) / 2
+        corners = np.array(np.meshgrid(*[(-h, h) for h in half], indexing="ij")).reshape(3, -1)
+        need = np.ceil(2 * np.abs(matrix @ corners).max(axis=1) + 3).astype(int)
+        grow = np.maximum(need - np.asarray(shape), 0)
+        return tuple(int(n + g + g % 2) for n, g in zip(shape, grow, strict=True))
+
+    @staticmethod
+    def _theta(matrix: np.ndarray, shape_in: tuple[int, ...], shape_out: tuple[int, ...]):
+        half_in, half_out = (np.diag([(n - 1) / 2 if n > 1 else 1.0 for n in shape])
+                             for shape in (shape_in, shape_out))  # fmt: skip
+        norm = np.linalg.inv(half_in) @ matrix @ half_out
         # grid_sample wants (x, y, z) = (W, H, D): reverse rows and columns.
         theta = np.zeros((1, 3, 4))
         theta[0, :, :3] = norm[::-1, ::-1]
@@ -106,18 +128,25 @@ class RandRotateScaled(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         self.randomize()
         d = dict(data)
+        context = d.pop(CONTEXT, None)
         if not (self.do_rotate or self.do_scale):
             return d
         image = torch.as_tensor(d[IMAGE])
-        grid = F.affine_grid(self._theta(image.shape[1:]), [1, *image.shape], align_corners=True)
-        d[IMAGE] = F.grid_sample(
-            image[None].float(), grid, "bilinear", "border", align_corners=True
-        )[0]
-        if LABEL in d:
-            label = torch.as_tensor(d[LABEL])
-            d[LABEL] = F.grid_sample(
-                label[None].float(), grid, "nearest", "zeros", align_corners=True
-            )[0].to(label.dtype)
+        label = torch.as_tensor(d[LABEL]) if LABEL in d else None
+        shape_out = tuple(image.shape[1:])
+        matrix = self._matrix()
+        shape_in = self._reach(matrix, shape_out)
+        if context is not None and shape_in != shape_out:
+            image, label = (_tensor(a) if a is not None else None for a in context(shape_in))
+        else:
+            shape_in = shape_out
+        grid = F.affine_grid(self._theta(matrix, shape_in, shape_out),
+                             [1, image.shape[0], *shape_out], align_corners=True)  # fmt: skip
+        d[IMAGE] = F.grid_sample(image[None].float(), grid, "bilinear", "border",
+                                 align_corners=True)[0]  # fmt: skip
+        if label is not None:
+            d[LABEL] = F.grid_sample(label[None].float(), grid, "nearest", "border",
+                                     align_corners=True)[0].to(label.dtype)  # fmt: skip
         return d
 
 
@@ -248,6 +277,7 @@ def build_train_transform(
         return {k: _plain(out[k], sample[k]) if k in (IMAGE, LABEL) else out[k] for k in out}
 
     transform.compose = compose  # for inspection and tests
+    transform.takes_context = True  # PatchDataset passes sample["context"] (RandRotateScaled)
     return transform
 
 

@@ -55,3 +55,49 @@ def test_transform_gets_a_per_item_seed():
     data = _dataset(transform=transform)
     data[3], data[3], data[4]
     assert seen[0] == seen[1] != seen[2]
+
+
+def test_a_context_taking_transform_gets_crops_centred_on_the_patch():
+    seen = []
+
+    def transform(sample, seed):
+        image, label = sample.pop("context")((14, 12, 10))  # 2 voxels more each side along W
+        seen.append((sample["image"], image, sample["label"], label))
+        return sample
+
+    transform.takes_context = True
+    item = _dataset(transform=transform, patch_size=(10, 8, 6))[1]
+    patch, region, patch_label, region_label = seen[0]
+    assert region.shape == (1, 14, 12, 10) and region_label.shape == (1, 14, 12, 10)
+    np.testing.assert_array_equal(region[:, 2:-2, 2:-2, 2:-2], patch)
+    np.testing.assert_array_equal(region_label[:, 2:-2, 2:-2, 2:-2], patch_label)
+    assert item["image"].shape == (1, 10, 8, 6)
+
+
+def test_scaling_fills_the_patch_from_the_case_not_from_padding():
+    """Shrinking the content 2x makes a 9-voxel patch show 17 voxels of the case: voxel i of
+    the output is voxel 2i of the case region around it (exact at voxel centres). Without the
+    context the outer half would repeat the patch's border."""
+    from hybrid_unet.data.transforms import build_train_transform
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, 40, 40, 40)).astype(np.float32)
+    label = (image > 0.5).astype(np.uint8)
+    start, size = (12, 14, 10), (9, 9, 9)
+    off = dict.fromkeys(["p_rotate", "p_flip", "p_gamma", "p_brightness", "p_contrast",
+                         "p_noise", "p_blur", "p_lowres"], 0.0)  # fmt: skip
+    shrink = build_train_transform(**off, p_scale=1.0, scale_range=(0.5, 0.5))
+
+    def context(region):
+        corner = [s - (n - p) // 2 for s, n, p in zip(start, region, size, strict=True)]
+        return crop_patch(image, corner, region), crop_patch(label, corner, region)
+
+    sample = {"image": crop_patch(image, start, size), "label": crop_patch(label, start, size)}
+    out = shrink({**sample, "context": context}, 0)
+    box = tuple(slice(s - 4, s + 13, 2) for s in start)  # the patch centre is start + 4
+    np.testing.assert_allclose(out["image"], image[(slice(None), *box)], atol=1e-5)
+    np.testing.assert_array_equal(out["label"], label[(slice(None), *box)])
+    assert "context" not in out
+    alone = shrink(sample, 0)  # no context: the outer voxels repeat the patch's border
+    np.testing.assert_allclose(alone["image"][:, 0, 0, 0], sample["image"][:, 0, 0, 0], atol=1e-5)
+    assert alone["label"][0, 0, 0, 0] == sample["label"][0, 0, 0, 0]

@@ -150,3 +150,17 @@ def test_the_trainer_hands_the_plans_spacing_to_the_augmentation():
     assert rotate.coarse_axis == 0
     assert build_augmentation(node, None).compose.transforms[0].coarse_axis is None  # phantoms
     assert build_augmentation(None, {"spacing": [5.0, 0.8, 0.8]}) is None
+
+
+def test_uncovered_corners_repeat_the_border_in_image_and_label_alike():
+    """Without context a rotation uncovers corners: the image repeats its border there, and the
+    label must repeat the same voxels (it was zero-padded: foreground intensity, background
+    label)."""
+    label = np.zeros((1, 16, 16, 16), np.uint8)
+    label[0, :, :, :8] = 1  # foreground up to the patch's edge
+    sample = {"image": label.astype(np.float32), "label": label}
+    t = build_train_transform(**(OFF | {"p_rotate": 1.0, "rotate_range": 45.0}))
+    for seed in range(5):
+        out = t(sample, seed)
+        disagree = (out["image"] > 0.5) != (out["label"] > 0)
+        assert disagree.mean() < 0.01, seed
