@@ -1,7 +1,7 @@
 """Automatic experiment planning from a dataset fingerprint (ideas from nnU-Net's planner).
 
-* Target spacing: the median spacing; an axis more than ``ANISOTROPY_RATIO`` times coarser
-  than the finest uses a low percentile of its spacings instead, so thick-slice scans are not
+* Target spacing: the median spacing; an axis over ``preprocessing.ANISOTROPY_RATIO`` (3) times
+  coarser than the finest uses a low percentile of its spacings instead, so thick-slice scans are not
   blown up to thin slices nor the few thin ones crushed.
 * Network topology: pool an axis (stride 2) while its feature map stays at least
   ``min_feature_size`` voxels and its spacing is not much coarser than the finest axis at that
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from hybrid_unet.data.fingerprint import Fingerprint
+from hybrid_unet.data.preprocessing import coarse_axis
 
-ANISOTROPY_RATIO = 3.0
 ANISOTROPIC_PERCENTILE = 10.0
 MAX_DATASET_FRACTION = 0.05
 DEFAULT_MEMORY_BUDGET = 2 * 128**3  # voxels per batch: nnU-Net's default 128^3 patch x 2
@@ -123,9 +123,9 @@ def target_spacing(spacings: np.ndarray) -> list[float]:
     """Median spacing, with a low percentile on an axis far coarser than the finest."""
     spacings = np.asarray(spacings, dtype=float)
     target = np.median(spacings, axis=0)
-    worst = int(np.argmax(target))
-    others = [a for a in range(3) if a != worst]
-    if target[worst] > ANISOTROPY_RATIO * min(target[others]):
+    worst = coarse_axis(target)
+    if worst is not None:
+        others = [a for a in range(3) if a != worst]
         low = np.percentile(spacings[:, worst], ANISOTROPIC_PERCENTILE)
         target[worst] = max(low, max(target[others]))
     return [float(s) for s in target]

@@ -29,8 +29,14 @@ from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.layouts import CaseRecord
 from hybrid_unet.data.validation import channel_problems
 
-# Same threshold as planning (not imported: planning imports this module's users).
-ANISOTROPY_RATIO = 3.0
+ANISOTROPY_RATIO = 3.0  # an axis this much coarser than the finest is a thick-slice axis
+
+
+def coarse_axis(spacing) -> int | None:
+    """The thick-slice axis: the coarsest, if over ``ANISOTROPY_RATIO`` x the finest."""
+    spacing = np.asarray(spacing, dtype=float)
+    return int(np.argmax(spacing)) if spacing.max() > ANISOTROPY_RATIO * spacing.min() else None
+
 
 if TYPE_CHECKING:
     from hybrid_unet.data.planning import Plan
@@ -211,8 +217,7 @@ def prepare_case(
         label = np.flip(label, flips) if label is not None else None
     image, label, box = crop_to_nonzero(image, label)
     new_shape = resampled_shape(image.shape[1:], geometry.spacing, plan.spacing)
-    spacing = np.asarray(geometry.spacing)
-    coarse = int(np.argmax(spacing)) if spacing.max() > ANISOTROPY_RATIO * spacing.min() else None
+    coarse = coarse_axis(geometry.spacing)
     image = normalize(resample_image(image, new_shape, coarse_axis=coarse), plan)
     if label is not None:
         label = resample_label(label, new_shape)

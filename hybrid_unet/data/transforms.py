@@ -30,7 +30,7 @@ from monai.transforms import (
     RandSimulateLowResolutiond,
 )
 
-from hybrid_unet.data.planning import ANISOTROPY_RATIO
+from hybrid_unet.data.preprocessing import coarse_axis
 
 IMAGE, LABEL = "image", "label"
 CONTEXT = "context"  # size -> (image, label) around the patch; see RandRotateScaled
@@ -227,9 +227,7 @@ def build_train_transform(
     for name, p in list(locals().items()):
         if name.startswith("p_") and not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    coarse = None
-    if spacing is not None and max(spacing) > ANISOTROPY_RATIO * min(spacing):
-        coarse = int(np.argmax(spacing))
+    coarse = coarse_axis(spacing) if spacing is not None else None
     parts: list[Any] = [
         RandRotateScaled(rotate_range, tuple(scale_range), p_rotate, p_scale, coarse)
     ]
