@@ -153,13 +153,14 @@ class SweepSummary(Callback):
         self.job_dirs: set[str] = set()  # this launch's jobs (empty when jobs run elsewhere)
 
     def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
-        self.job_dirs.add(str(Path(config.hydra.runtime.output_dir)))
+        self.job_dirs.add(str(Path(config.hydra.runtime.output_dir).resolve()))
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = sweep_rows(sweep_dir)
         if self.job_dirs:  # not the dirs an earlier, larger sweep left under the same name
-            rows = [r for r in rows if str(Path(r["run_dir"])) in self.job_dirs]
+            # resolved: the job's output_dir is absolute, a relative runs_dir ("runs") is not
+            rows = [r for r in rows if str(Path(r["run_dir"]).resolve()) in self.job_dirs]
         if not rows:
             return
         path = sweep_dir / self.filename
