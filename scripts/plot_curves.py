@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run dirs holding metrics.csv")
     parser.add_argument("-o", "--output", type=Path, default=Path("curves.png"))
     args = parser.parse_args(argv)
+    from hybrid_unet.cli import output_dir_problem
+
+    problem = output_dir_problem(args.output.parent, "the folder")
+    if problem:
+        print(f"error: -o {args.output}: {problem}", file=sys.stderr)
+        return 2
     try:
         curves = {str(run): read_curves(run) for run in args.runs}
     except FileNotFoundError as exc:
@@ -57,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(args.output, dpi=120)
+    kinds = fig.canvas.get_supported_filetypes()
+    if args.output.suffix.lstrip(".").lower() not in kinds:
+        print(f"error: -o {args.output}: name a picture file ending in one of "
+              f"{', '.join('.' + k for k in sorted(kinds))}", file=sys.stderr)  # fmt: skip
+        return 2
+    from hybrid_unet.atomic import atomic_path
+
+    with atomic_path(args.output) as tmp:  # creates the folder; never a half-written picture
+        fig.savefig(tmp, dpi=120, format=args.output.suffix.lstrip(".").lower())
     print(f"wrote {args.output}")
     return 0
 

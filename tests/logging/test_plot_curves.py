@@ -34,3 +34,19 @@ def test_main_draws_several_runs_or_names_the_missing_extra(tmp_path, capsys):
     else:
         assert code == 0 and out.stat().st_size > 0
     assert plot_curves.main([str(tmp_path / "missing")]) == 2
+
+
+def test_output_in_a_new_folder_is_written_and_a_bad_one_is_one_error(tmp_path, capsys):
+    """``-o plots/curves.png`` (a folder not made yet) used to end in a traceback from
+    matplotlib; so did a name without a picture suffix or under a file."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    run = str(_run(tmp_path, "a"))
+    out = tmp_path / "plots" / "curves.png"
+    assert plot_curves.main([run, "-o", str(out)]) == 0 and out.stat().st_size > 0
+    assert [p.name for p in out.parent.iterdir()] == ["curves.png"]  # no temporary left
+    for bad in (tmp_path / "curves", tmp_path / "a" / "metrics.csv" / "c.png"):
+        capsys.readouterr()
+        assert plot_curves.main([run, "-o", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(bad) in err and "Traceback" not in err
