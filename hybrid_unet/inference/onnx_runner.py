@@ -8,7 +8,7 @@ size and sliding-window settings, and the post-processing decision. This module 
 SciPy (the resampling of :mod:`hybrid_unet.data.preprocessing`, so the runner preprocesses
 exactly as training did), nibabel and onnxruntime, and the package's torch-free parts; a test
 runs it with ``torch`` and ``monai`` made unimportable. INPUT is what ``predict`` accepts
-(NIfTI file or folder, DICOM series, HDF5, dataset.json).
+(NIfTI file or folder, DICOM series, HDF5, NumPy, dataset.json with ``--split``).
 """
 
 from __future__ import annotations
@@ -46,9 +46,16 @@ class OnnxPredictor:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(
-            str(model), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        if not Path(model).is_file():
+            raise DataError(model, "no such file")
+        try:
+            self.session = ort.InferenceSession(
+                str(model), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's own error types, one per cause
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(model, f"ONNX Runtime cannot load it as an ONNX model ({reason}); "
+                                   "give the model.onnx that export wrote") from exc  # fmt: skip
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
             raise DataError(model, "not exported by hybrid_unet (no 'hybrid_unet' metadata)")
@@ -92,20 +99,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", type=Path, help="NIfTI file or folder, DICOM series, ...")
     parser.add_argument("output", type=Path, help="output folder")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--split", choices=("test", "training"), default="test",
+                        help="the cases of a dataset.json input to predict")  # fmt: skip
     args = parser.parse_args(argv)
 
+    from hybrid_unet.cli import output_dir_problem
     from hybrid_unet.inference.inputs import find_cases
     from hybrid_unet.inference.outputs import predict_cases
 
+    problem = output_dir_problem(args.output)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         predictor = OnnxPredictor(args.model, num_threads=args.threads)
-        cases = find_cases(args.input)
+        cases = find_cases(args.input, args.split)
     except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = predict_cases(cases, predictor.segment, args.output, predictor.class_names,
                             predictor.connectivity, {"model": str(args.model)})  # fmt: skip
-    return 1 if summary["failed"] else 0
+    failed = summary["failed"]
+    print(f"Done: {len(summary['cases'])} case(s) written to {args.output}; {len(failed)} failed.")
+    if failed:
+        names = ", ".join(f["case"] for f in failed)
+        print(f"error: {len(failed)} case(s) failed ({names}); see {args.output}/summary.json",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -165,3 +165,22 @@ def test_the_parity_tolerance_scales_with_the_logits(tiny_run, tmp_path, capsys,
     monkeypatch.setattr(export, "onnx_parity", lambda *a: (3e-4, 0.5))
     assert export.main([str(tiny_run), str(tmp_path / "small")]) == 1
     assert "exceeds 0.0001" in capsys.readouterr().err
+
+
+def test_runner_predicts_a_dataset_json_split(exported, tmp_path, capsys):
+    """A Decathlon dataset.json without a test list could not be given to the runner (predict
+    has split=); --split training picks its cases, and the run ends with predict's Done line."""
+    from hybrid_unet.inference.onnx_runner import main
+
+    (tmp_path / "imagesTr").mkdir()
+    write_scan(tmp_path / "imagesTr" / "c1.nii.gz", seed=1, shape=(10, 20, 16))
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"labels": {"0": "bg", "1": "a"}, "modality": {"0": "MRI"},
+         "training": [{"image": "./imagesTr/c1.nii.gz", "label": "./labelsTr/c1.nii.gz"}]}
+    ))  # fmt: skip
+    model, listing, out = str(exported / "model.onnx"), str(tmp_path / "dataset.json"), tmp_path / "o"
+    assert main([model, listing, str(out)]) == 2
+    assert "no 'test' list" in capsys.readouterr().err
+    assert main([model, listing, str(out), "--split", "training"]) == 0
+    assert (out / "c1.nii.gz").is_file()
+    assert f"Done: 1 case(s) written to {out}; 0 failed." in capsys.readouterr().out
