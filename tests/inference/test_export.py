@@ -184,3 +184,19 @@ def test_runner_predicts_a_dataset_json_split(exported, tmp_path, capsys):
     assert main([model, listing, str(out), "--split", "training"]) == 0
     assert (out / "c1.nii.gz").is_file()
     assert f"Done: 1 case(s) written to {out}; 0 failed." in capsys.readouterr().out
+
+
+def test_export_raises_no_alarming_warning(tiny_run, tmp_path):
+    """The legacy-exporter notice and "instance_norm is set to train=True" reached the user as
+    two warning lines about a deliberate, harmless choice."""
+    import warnings
+
+    from hybrid_unet.export import export_metadata, export_onnx
+    from hybrid_unet.inference.predictor import Predictor
+
+    predictor = Predictor(tiny_run, "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(predictor, tmp_path / "m.onnx", export_metadata(predictor, {}))
+    alarming = ("legacy TorchScript-based ONNX export", "'instance_norm' is set to train=True")
+    assert [str(w.message) for w in caught if any(a in str(w.message) for a in alarming)] == []
