@@ -201,7 +201,8 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hybrid_unet.crossval",
+                                     description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("folders", nargs="+", type=Path, help="multirun dir or fold run dirs")
     parser.add_argument("--out", type=Path, help="where to write (default: the first folder)")
     args = parser.parse_args(argv)

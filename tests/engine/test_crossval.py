@@ -138,3 +138,10 @@ def test_a_malformed_table_is_refused(tmp_path, capsys, text, problem):
     assert crossval.main([str(tmp_path)]) == 2
     assert f"validation_cases.csv: {problem}" in _one_error_line(capsys)
     assert not list(tmp_path.glob("crossval_*"))
+
+
+def test_usage_names_the_command_a_user_runs(capsys):
+    """The usage line said ``crossval.py``, a command that does not exist outside the package."""
+    with pytest.raises(SystemExit):
+        crossval.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m hybrid_unet.crossval ")
