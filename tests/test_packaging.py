@@ -30,3 +30,23 @@ def test_every_config_group_ships_with_the_package():
         name = f"hybrid_unet.conf.{group.name}"
         assert name in packages and package_dir.get(name) == f"conf/{group.name}", name
         assert (group / "__init__.py").exists(), f"{group} needs an __init__.py to ship"
+
+
+@pytest.mark.parametrize(("command", "module"), [("crossval", "hybrid_unet.crossval"),
+                                                 ("onnx-run", "hybrid_unet.inference.onnx_runner"),
+                                                 ("evaluate", "hybrid_unet.evaluate")])  # fmt: skip
+def test_the_image_entry_point_runs_each_documented_command(command, module):
+    """docker/entrypoint.sh passed ``crossval`` on as a program name ("not found")."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("sh") is None:
+        pytest.skip("no POSIX shell")
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    result = subprocess.run(["sh", str(REPO / "docker" / "entrypoint.sh"), command, "--help"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": path})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"usage: python -m {module} ")
