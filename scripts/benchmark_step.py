@@ -1,5 +1,8 @@
-"""Median training-step time of a config on real batches: ``python scripts/benchmark_step.py
-[--steps N] [--warmup W] OVERRIDE ...`` (the same overrides as ``python -m hybrid_unet.train``).
+"""Median training-step time of a config on real batches.
+
+    python scripts/benchmark_step.py [--steps N] [--warmup W] OVERRIDE ...
+
+OVERRIDE: the same overrides as ``python -m hybrid_unet.train``.
 
 Prints, per step after warm-up, the median wall time of loading a batch and of the step
 (forward, backward, clip, optimizer), and the process CPU time per step: on a shared machine
