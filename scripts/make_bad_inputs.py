@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path, help="output folder (created)")
     args = parser.parse_args(argv)
+    from hybrid_unet.cli import output_dir_problem
+
+    problem = output_dir_problem(args.dest, "dest")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     index = []
     for kind, expected, bad in all_inputs():
         dest = args.dest / re.sub(r"[^a-zA-Z0-9]+", "_", f"{kind}__{bad.name}").strip("_")

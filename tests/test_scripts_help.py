@@ -15,3 +15,17 @@ def test_help_description_is_a_whole_sentence(script):
     source = (REPO / "scripts" / script).read_text()
     first = ast.get_docstring(ast.parse(source), clean=False).splitlines()[0]
     assert first.rstrip().endswith((".", "?")) and first.count("``") % 2 == 0, first
+
+
+def test_make_bad_inputs_into_a_file_is_one_error(tmp_path, capsys):
+    """A dest that is (or lies under) a file ended in a NotADirectoryError traceback."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_bad_inputs",
+                                                  REPO / "scripts" / "make_bad_inputs.py")  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("")
+    assert module.main([str(taken / "bad")]) == 2
+    assert capsys.readouterr().err == f"error: dest {taken / 'bad'} lies under the file {taken}, not a folder\n"
