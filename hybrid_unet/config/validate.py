@@ -297,6 +297,8 @@ _RANGES: list[tuple[str, float, float, bool, bool]] = [
     ("optimizer.lr", 0.0, math.inf, False, True),  # null: an optimizer without the key
     ("optimizer.weight_decay", 0.0, math.inf, True, True),
 ]
+# Keys whose highest value is itself refused: an EMA decay of 1 would never move the average.
+_HIGH_EXCLUDED = {"trainer.ema_decay"}
 
 
 def range_problems(cfg: dict) -> list[str]:
@@ -313,9 +315,10 @@ def range_problems(cfg: dict) -> list[str]:
         if isinstance(node, bool) or not isinstance(node, int | float):
             continue  # a type problem, reported by the schema check
         above = node >= low if low_included else node > low
-        if not math.isfinite(node) or not above or node > high:
+        below = node < high if key in _HIGH_EXCLUDED else node <= high
+        if not math.isfinite(node) or not above or not below:
             bound = "[" if low_included else "("
-            top = "inf)" if high == math.inf else f"{high}]"
+            top = "inf)" if high == math.inf else f"{high}{')' if key in _HIGH_EXCLUDED else ']'}"
             problems.append(f"config key '{key}': {node} is outside {bound}{low}, {top}")
     data = cfg.get("data") or {}
     fold, folds = data.get("fold"), data.get("num_folds")

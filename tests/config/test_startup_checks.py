@@ -179,3 +179,30 @@ def test_the_cli_names_the_experiment_that_set_a_key_the_chosen_model_lacks(tmp_
         "with ~model.features" in result.stderr
     )
     assert "~model.channels_last_3d" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.max_epochs=0", "config key 'trainer.max_epochs': 0 is outside [1, inf)"),
+        ("trainer.val_overlap=nan", "config key 'trainer.val_overlap': nan is outside [0.0, 0.99]"),
+        ("trainer.val_overlap=1.0", "config key 'trainer.val_overlap': 1.0 is outside [0.0, 0.99]"),
+        ("trainer.grad_clip=0", "config key 'trainer.grad_clip': 0.0 is outside (0.0, inf)"),
+        ("trainer.ema_decay=1.0", "config key 'trainer.ema_decay': 1.0 is outside (0.0, 1.0)"),
+        ("data.fold=5", "config key 'data.fold': 5 but data.num_folds=5"),
+        ("trainer.checkpoint.mode=maximum",
+         "config key 'trainer.checkpoint.mode': must be 'min' or 'max', got 'maximum'"),
+    ],
+)  # fmt: skip
+def test_numbers_outside_their_range_are_refused_naming_the_key(override, expected, tmp_path):
+    assert problems([override], tmp_path) == [expected]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.val_overlap=0.0", "trainer.val_overlap=0.99", "trainer.grad_clip=null",
+     "trainer.checkpoint.save_top_k=-1", "data.fold=4", "trainer.checkpoint.mode=min",
+     "trainer.ema_decay=0.9999"],
+)  # fmt: skip
+def test_numbers_on_the_edge_of_their_range_pass(override, tmp_path):
+    assert problems([override], tmp_path) == []
