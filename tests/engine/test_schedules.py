@@ -33,3 +33,16 @@ def test_bad_horizon_is_refused():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     with pytest.raises(ValueError, match="total_steps"):
         warmup_poly(opt, total_steps=0)
+
+
+def test_a_warmup_longer_than_the_run_is_cut_so_the_lr_still_peaks_and_decays():
+    """A smoke test of 3 steps with the default 50 warmup steps: without the cut its LR would
+    climb to 3/50 of the peak and never decay."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_poly(opt, total_steps=3, warmup_steps=50, exponent=1.0)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.0])
