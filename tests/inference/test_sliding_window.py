@@ -87,6 +87,20 @@ def test_gaussian_importance_peaks_in_the_centre():
     np.testing.assert_allclose(g, g[::-1, ::-1, ::-1])
 
 
+def test_gaussian_sigma_follows_each_axis_of_a_non_cubic_window():
+    """sigma = sigma_scale * patch per axis: along a 32-voxel axis the weight falls 4x slower
+    (in voxels) than along an 8-voxel one."""
+    patch = (8, 16, 32)
+    g = gaussian_importance(patch, sigma_scale=0.125)
+    profiles = [g[:, 8, 16], g[4, :, 16], g[4, 8, :]]  # through a voxel next to the centre
+    for p, profile in zip(patch, profiles, strict=True):
+        x = np.arange(p) - (p - 1) / 2.0
+        expected = np.exp(-(x**2) / (2 * (0.125 * p) ** 2))
+        inner = np.abs(x) <= p / 4  # the tails are clamped at 1e-3
+        np.testing.assert_allclose(profile[inner] / profile.max(), expected[inner] / expected.max(),
+                                   rtol=1e-4)  # fmt: skip
+
+
 def test_softmax_sums_to_one():
     p = softmax(RNG.standard_normal((4, 3, 5, 6)).astype(np.float32) * 50)
     np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-6)
