@@ -162,3 +162,22 @@ def test_zero_init_last_leaves_a_strided_mbconv_alone():
     block = MBConv3d(8, 16, 3, 2, 2.0, NORM, ACT)
     block.zero_init_last()
     assert torch.all(block.project[1].weight == 1)
+
+
+def test_squeeze_excitation_scales_each_channel_by_a_gate_between_0_and_1():
+    se = SqueezeExcitation3d(8)
+    torch.nn.init.normal_(se.fc2.bias, std=3.0)  # gates spread over (0, 1), not all near 0.5
+    x = torch.randn(2, 8, 3, 4, 5)
+    gate = se(x) / x
+    per_channel = gate.flatten(2)
+    torch.testing.assert_close(per_channel, per_channel[..., :1].expand_as(per_channel))
+    assert (per_channel > 0).all() and (per_channel < 1).all()
+    assert per_channel[..., 0].std() > 0.1  # the channels get different gates
+
+
+def test_shuffle_attention_at_init_gates_by_sigmoid_1_and_interleaves_the_halves():
+    """Zero weights and unit biases: every gate is sigmoid(1); then SA-Net's channel shuffle
+    with two groups interleaves the first and the second half of the channels."""
+    x = torch.randn(2, 8, 3, 4, 5)
+    y = ShuffleAttention3d(8, groups=2)(x)
+    torch.testing.assert_close(y, x[:, [0, 4, 1, 5, 2, 6, 3, 7]] * torch.sigmoid(torch.ones(())))
