@@ -81,6 +81,47 @@ def test_ema_update_and_swap():
         ModelEMA(model, decay=1.0)
 
 
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_the_trainer_averages_after_every_step_and_validates_with_the_average(
+    tmp_path, monkeypatch
+):
+    """The saved EMA is the warm-up average of the weights after each step, and validation
+    (hence best.pt and the logged Dice) sees that average, not the raw weights."""
+    after_steps, validated = [], []
+    real_step, real_validate = trainer_module.train_step, trainer_module.validate
+
+    def recording_step(model, *args):
+        if not after_steps:
+            after_steps.append(_weights(model))  # the initial weights
+        result = real_step(model, *args)
+        after_steps.append(_weights(model))
+        return result
+
+    def recording_validate(model, *args, **kwargs):
+        validated.append(_weights(model))
+        return real_validate(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", recording_step)
+    monkeypatch.setattr(trainer_module, "validate", recording_validate)
+    _, trainer = train_in_process([*SHORT, "trainer.max_epochs=1", "trainer.ema_decay=0.5"],
+                                  tmp_path)  # fmt: skip
+    expected = dict(after_steps[0])
+    for step, weights in enumerate(after_steps[1:]):
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = {k: decay * expected[k] + (1 - decay) * v if v.is_floating_point() else v
+                    for k, v in weights.items()}  # fmt: skip
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    for name, value in expected.items():
+        torch.testing.assert_close(saved["ema"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(validated[-1][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(saved["ema"][k], saved["model"][k]) for k in expected)
+    for name, value in _weights(trainer.model).items():  # its own weights back after validation
+        torch.testing.assert_close(value, after_steps[-1][name], rtol=0, atol=0, msg=name)
+
+
 @pytest.mark.slow
 def test_ema_is_saved_and_a_resumed_run_matches(tmp_path, monkeypatch):
     ema = ["trainer.ema_decay=0.9", "trainer.max_epochs=2", "data.max_val_cases=1"]
