@@ -78,6 +78,9 @@ def test_window_starts_cover_the_axis_evenly():
     starts = window_starts(100, 40, 0.5)
     assert starts[0] == 0 and starts[-1] == 60
     assert max(np.diff(starts)) <= 20
+    # 21 voxels to cover in steps of at most 8: 4 windows spread evenly, as nnU-Net places them
+    # (not 0, 8, 16 and a last window squeezed against the end).
+    assert window_starts(37, 16, 0.5) == [0, 7, 14, 21]
 
 
 def test_gaussian_importance_peaks_in_the_centre():
