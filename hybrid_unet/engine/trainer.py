@@ -133,7 +133,11 @@ class Trainer:
         t, state = self.t, self.state
         start_batch = state.step * t["accumulate_grad_batches"]
         rank, world = self.dist.rank, self.dist.world_size
-        batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
+        # The loader's iterator draws a base seed from torch's RNG: kept out of the RNG state
+        # (restored on resume) that stochastic layers draw from, so a resume draws as a
+        # straight run does.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
         val_cases = [self.data.source.load(n) for n in self.data.val_names[rank::world]]
         # Installed until the summary is written: a SIGTERM at any point of fit ends cleanly.
         with StopRequest() as stop:

@@ -131,8 +131,11 @@ def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monkeypatch):
-    train_in_process(["trainer.max_epochs=2", "run_name=a"], tmp_path / "a")
+@pytest.mark.parametrize("extra", [[], ["model.drop_path=0.2"]], ids=["deterministic", "drop_path"])
+def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monkeypatch, extra):
+    """Also with stochastic layers (drop-path draws from torch's RNG every step): the resumed
+    run draws the same numbers as the straight one."""
+    train_in_process(["trainer.max_epochs=2", "run_name=a", *extra], tmp_path / "a")
     real_step = trainer_module.train_step
     calls = {"n": 0}
 
@@ -144,12 +147,12 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monke
         return result
 
     monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
-    stopped, _ = train_in_process(["trainer.max_epochs=2"], tmp_path / "b")
+    stopped, _ = train_in_process(["trainer.max_epochs=2", *extra], tmp_path / "b")
     assert stopped["steps"] == 4
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["state"]["step"] == 4
     monkeypatch.setattr(trainer_module, "train_step", real_step)
     resumed, _ = train_in_process(
-        ["trainer.max_epochs=2", f"trainer.resume={tmp_path / 'b'}"], tmp_path / "b"
+        ["trainer.max_epochs=2", f"trainer.resume={tmp_path / 'b'}", *extra], tmp_path / "b"
     )
     assert resumed["steps"] == 6
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
