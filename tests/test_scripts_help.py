@@ -28,4 +28,7 @@ def test_make_bad_inputs_into_a_file_is_one_error(tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("")
     assert module.main([str(taken / "bad")]) == 2
-    assert capsys.readouterr().err == f"error: dest {taken / 'bad'} lies under the file {taken}, not a folder\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: dest {taken / 'bad'} lies under the file {taken}, not a folder\n"
+    )

@@ -178,7 +178,11 @@ def test_runner_predicts_a_dataset_json_split(exported, tmp_path, capsys):
         {"labels": {"0": "bg", "1": "a"}, "modality": {"0": "MRI"},
          "training": [{"image": "./imagesTr/c1.nii.gz", "label": "./labelsTr/c1.nii.gz"}]}
     ))  # fmt: skip
-    model, listing, out = str(exported / "model.onnx"), str(tmp_path / "dataset.json"), tmp_path / "o"
+    model, listing, out = (
+        str(exported / "model.onnx"),
+        str(tmp_path / "dataset.json"),
+        tmp_path / "o",
+    )
     assert main([model, listing, str(out)]) == 2
     assert "no 'test' list" in capsys.readouterr().err
     assert main([model, listing, str(out), "--split", "training"]) == 0
