@@ -3,8 +3,9 @@
     python -m hybrid_unet.evaluate PREDICTIONS REFERENCES --num-classes K [--out DIR]
         [--decide-postprocessing RUN_DIR]
 
-Both are folders of NIfTI label maps matched by file name; distances use each reference's
-voxel spacing. Writes ``DIR/metrics.csv`` (one row per case, a column per metric and class)
+Both are folders of NIfTI label maps matched by case name (the file name less ``.nii`` or
+``.nii.gz``: predict's ``case.nii.gz`` meets a reference ``case.nii``); distances use each
+reference's voxel spacing. Writes ``DIR/metrics.csv`` (one row per case, a column per metric and class)
 and ``DIR/summary.json`` (per metric and class: mean, standard deviation and the number of
 cases where it is defined; and the mean over foreground classes), and prints the means.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -92,14 +94,31 @@ def _foreign_summary(path: Path) -> str | None:
 
 def _label_files(folder: Path) -> list[Path]:
     """NIfTI files of ``folder``, less hidden ones (the ``.tmp-*`` of an interrupted write)."""
-    return [p for p in visible_entries(folder) if p.name.endswith((".nii", ".nii.gz"))]
+    return [p for p in visible_entries(folder) if p.name.lower().endswith((".nii", ".nii.gz"))]
+
+
+def _case(path: Path) -> str:
+    """The case a label file holds: its name less ``.nii`` / ``.nii.gz`` (any case), so that
+    predict's ``case.nii.gz`` meets a reference stored as ``case.nii``."""
+    return re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE)
+
+
+def _references(folder: Path) -> tuple[dict[str, Path], str | None]:
+    """References by case, or a problem when two files hold the same case."""
+    refs: dict[str, Path] = {}
+    for path in _label_files(folder):
+        if _case(path) in refs:
+            return refs, (f"{folder} holds two references of case {_case(path)!r}: "
+                          f"{refs[_case(path)].name} and {path.name}")  # fmt: skip
+        refs[_case(path)] = path
+    return refs, None
 
 
 def _unmatched_problem(unmatched: list[Path], references: Path) -> str:
     shown = ", ".join(p.name for p in unmatched[:_NAMES_SHOWN])
     more = f" and {len(unmatched) - _NAMES_SHOWN} more" if len(unmatched) > _NAMES_SHOWN else ""
     return (f"{len(unmatched)} prediction(s) in {unmatched[0].parent} have no reference of the "
-            f"same name in {references}: {shown}{more}")  # fmt: skip
+            f"same case name (.nii or .nii.gz) in {references}: {shown}{more}")  # fmt: skip
 
 
 def read_pair(
@@ -150,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    refs = {p.name: p for p in _label_files(args.references)}
+    refs, problem = _references(args.references)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     preds = _label_files(args.predictions)
-    unmatched = [p for p in preds if p.name not in refs]
+    unmatched = [p for p in preds if _case(p) not in refs]
     if unmatched:
         print(f"error: {_unmatched_problem(unmatched, args.references)}", file=sys.stderr)
         return 2
@@ -163,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     per_case, pairs = {}, []
     try:
         for pred_path in preds:
-            pred, ref, geometry = read_pair(pred_path, refs[pred_path.name], args.num_classes)
+            pred, ref, geometry = read_pair(pred_path, refs[_case(pred_path)], args.num_classes)
             per_case[pred_path.name] = case_metrics(pred, ref, args.num_classes, geometry.spacing,
                                                     names, args.tolerance_mm)  # fmt: skip
             if args.decide_postprocessing:

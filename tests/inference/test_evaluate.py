@@ -147,3 +147,25 @@ def test_out_on_a_predictions_folder_keeps_predicts_summary(tmp_path, capsys):
     # evaluate's own summary may be replaced: a second scoring into the same folder works
     assert main([*args, "--out", str(tmp_path / "scores")]) == 0
     assert main([*args, "--out", str(tmp_path / "scores")]) == 0
+
+
+def test_references_stored_as_nii_meet_predictions_stored_as_nii_gz(tmp_path, capsys):
+    """predict writes case.nii.gz; a dataset whose labels are uncompressed (nnU-Net's
+    ``file_ending: ".nii"``) is still scored, case by case."""
+    geometry = Geometry.from_spacing((1.0, 1.0, 1.0))
+    for pred, ref in [("a.nii.gz", "a.nii"), ("b.nii.gz", "b.nii.gz")]:
+        write_nifti(tmp_path / "pred" / pred, _cube(), geometry)
+        write_nifti(tmp_path / "ref" / ref, _cube(), geometry)
+    args = [
+        str(tmp_path / "pred"),
+        str(tmp_path / "ref"),
+        "--num-classes",
+        "3",
+        "--metrics",
+        "dice",
+    ]
+    assert main(args) == 0
+    assert "2 cases; 0 references without a prediction" in capsys.readouterr().out
+    write_nifti(tmp_path / "ref" / "a.nii.gz", _cube(), geometry)  # a.nii and a.nii.gz
+    assert main(args) == 2
+    assert "two references of case 'a'" in _one_error_line(capsys)
