@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from hybrid_unet.atomic import atomic_path
+
 _COLUMNS = ("job", "overrides", "best_mean_dice", "monitor", "best_metric", "best_epoch",
             "epochs", "complete", "stop_reason", "train_seconds", "run_dir")  # fmt: skip
 
@@ -164,10 +166,11 @@ class SweepSummary(Callback):
         if not rows:
             return
         path = sweep_dir / self.filename
-        with open(path, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
         best = max(rows, key=lambda r: -1.0 if r["best_mean_dice"] is None else r["best_mean_dice"])
-        print(f"Sweep summary of {len(rows)} jobs: {path} (best mean Dice "
-              f"{best['best_mean_dice']} in {best['job']})")  # fmt: skip
+        dice = "n/a" if best["best_mean_dice"] is None else f"{best['best_mean_dice']:.4f}"
+        print(f"Sweep summary of {len(rows)} jobs: {path} (best mean Dice {dice} in "
+              f"{best['job']})")  # fmt: skip
