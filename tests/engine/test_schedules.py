@@ -17,14 +17,20 @@ def test_factor_by_hand():
     assert warmup_poly_factor(500, 100, 10, 0.9) == 0.0
 
 
-def test_scheduler_steps_follow_the_factor():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    sched = warmup_poly(opt, total_steps=20, warmup_steps=4, exponent=1.0)
+def _lrs(lr: float, steps: int, **schedule) -> list[float]:
+    """The learning rate of each of ``steps`` SGD steps under ``warmup_poly(exponent=1)``."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = warmup_poly(opt, exponent=1.0, **schedule)
     lrs = []
-    for _ in range(20):
+    for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_scheduler_steps_follow_the_factor():
+    lrs = _lrs(0.5, steps=20, total_steps=20, warmup_steps=4)
     assert lrs[:4] == pytest.approx([0.125, 0.25, 0.375, 0.5])
     assert lrs[4] == pytest.approx(0.5) and lrs[12] == pytest.approx(0.25)
 
@@ -38,11 +44,5 @@ def test_bad_horizon_is_refused():
 def test_a_warmup_longer_than_the_run_is_cut_so_the_lr_still_peaks_and_decays():
     """A smoke test of 3 steps with the default 50 warmup steps: without the cut its LR would
     climb to 3/50 of the peak and never decay."""
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_poly(opt, total_steps=3, warmup_steps=50, exponent=1.0)
-    lrs = []
-    for _ in range(4):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _lrs(1.0, steps=4, total_steps=3, warmup_steps=50)
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.0])

@@ -59,22 +59,29 @@ def test_a_changed_sweep_never_takes_another_jobs_results(tmp_path):
         assert [r["job"] for r in csv.DictReader(f)] == ["0"]
 
 
-def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
+def _signal_in_second_step(monkeypatch, sig) -> None:
+    """The trainer's second step sends ``sig`` to this process (as a scheduler would)."""
     import os
-    import signal
 
     from hybrid_unet.engine import trainer as trainer_module
-    from tests.helpers import cli
 
     real_step, calls = trainer_module.train_step, []
 
-    def step_then_sigterm(*args, **kwargs):
+    def step_then_signal(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    monkeypatch.setattr(trainer_module, "train_step", step_then_signal)
+
+
+def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
+    import signal
+
+    from tests.helpers import cli
+
+    _signal_in_second_step(monkeypatch, signal.SIGTERM)
     result = cli(["-m", "run_name=stop", *TINY, "trainer.max_epochs=1", "loss=dice_ce,dice"],
                  tmp_path)  # fmt: skip
     assert result.code == 143, result.stderr[-3000:]
@@ -136,10 +143,8 @@ def test_slurm_pre_timeout_signal_saves_before_submitit_requeues(tmp_path, monke
     """Under the submitit launcher SLURM sends SIGUSR2 ``signal_delay_s`` before the limit and
     submitit's handler requeues and exits at once: mid-step, with the steps since the last
     epoch's last.pt lost. The loop now takes the signal, saves, then hands it on."""
-    import os
     import signal
 
-    from hybrid_unet.engine import trainer as trainer_module
     from hybrid_unet.engine.checkpoint import load_checkpoint
     from tests.helpers import cli
 
@@ -151,15 +156,7 @@ def test_slurm_pre_timeout_signal_saves_before_submitit_requeues(tmp_path, monke
         requeued.append(load_checkpoint(last)["meta"]["step"] if last.exists() else None)
         raise SystemExit(-1)
 
-    real_step, calls = trainer_module.train_step, []
-
-    def step_then_sigusr2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGUSR2)
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", step_then_sigusr2)
+    _signal_in_second_step(monkeypatch, signal.SIGUSR2)
     previous = signal.signal(signal.SIGUSR2, submitit_requeue)
     try:
         result = cli(["-m", "run_name=usr2", *TINY, "trainer.max_epochs=1"], tmp_path)
