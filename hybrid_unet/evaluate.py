@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from hybrid_unet.cli import output_dir_problem
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.geometry import Geometry
+from hybrid_unet.data.io.registry import known_suffix
 from hybrid_unet.data.validation import geometry_problem
 
 _NAMES_SHOWN = 5
@@ -100,7 +100,7 @@ def _label_files(folder: Path) -> list[Path]:
 def _case(path: Path) -> str:
     """The case a label file holds: its name less ``.nii`` / ``.nii.gz`` (any case), so that
     predict's ``case.nii.gz`` meets a reference stored as ``case.nii``."""
-    return re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE)
+    return path.name[: -len(known_suffix(path.name))]  # _label_files holds NIfTI files only
 
 
 def _references(folder: Path) -> tuple[dict[str, Path], str | None]:

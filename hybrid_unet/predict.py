@@ -143,18 +143,15 @@ def run_prediction(cfg: dict[str, Any]) -> dict:
 @hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="predict")
 def predict(cfg: DictConfig) -> None:
     """Hydra task: check the config, predict, exit 1 if a case failed."""
+    from hybrid_unet.inference.outputs import report
+
     try:
         summary = run_prediction(check_predict_config(cfg))
     except Exception as exc:
         _discard_if_empty(Path(HydraConfig.get().runtime.output_dir))
         exit_on_user_error(exc)
         raise
-    ok, failed = len(summary["cases"]), len(summary["failed"])
-    print(f"Done: {ok} case(s) written to {cfg.output}; {failed} failed.")
-    if failed:
-        names = ", ".join(f["case"] for f in summary["failed"])
-        print(f"error: {failed} case(s) failed ({names}); see {cfg.output}/summary.json",
-              file=sys.stderr)  # fmt: skip
+    if report(summary, cfg.output):
         raise SystemExit(1)
 
 

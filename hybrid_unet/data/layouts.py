@@ -25,7 +25,7 @@ from pathlib import Path
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
-from hybrid_unet.data.io.registry import IMAGE_READERS
+from hybrid_unet.data.io.registry import IMAGE_READERS, known_suffix
 
 
 @dataclass
@@ -97,10 +97,8 @@ def _stem(path: str, ending: str) -> str:
     """The file name less ``ending`` or a known image suffix; other dots are part of the name
     (``sub-01.ses-1.nii`` is ``sub-01.ses-1``, not ``sub-01``)."""
     name = Path(path).name
-    for suffix in (ending, *sorted(IMAGE_READERS, key=len, reverse=True)):
-        if suffix != "/" and name.lower().endswith(suffix.lower()):
-            return name[: -len(suffix)]
-    return name.split(".")[0]
+    suffix = ending if name.lower().endswith(ending.lower()) else known_suffix(name)
+    return name[: -len(suffix)] if suffix else name.split(".")[0]
 
 
 def inside_root(root: Path, relative: object, where: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io.folders import visible_entries
 from hybrid_unet.data.io.hdf5 import list_hdf5_cases
+from hybrid_unet.data.io.registry import known_suffix
 from hybrid_unet.data.layouts import (
     CaseRecord,
     detect_layout,
@@ -38,11 +39,11 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$", re.IGNOR
 
 
 def _stem(path: Path) -> str:
+    """The case name: the file name less its format suffix, in any case (SCAN.NII.GZ, as some
+    converters write it), or less ``.dcm``."""
     name = path.name
-    for suffix in (*_NIFTI, *_NUMPY, *_HDF5, ".dcm"):
-        if name.lower().endswith(suffix):  # SCAN.NII.GZ as exported by some converters
-            return name[: -len(suffix)]
-    return name
+    suffix = known_suffix(name) or (name[-4:] if name.lower().endswith(".dcm") else None)
+    return name[: -len(suffix)] if suffix else name
 
 
 def _nifti_cases(files: list[Path]) -> list[CaseRecord]:

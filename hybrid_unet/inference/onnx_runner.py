@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hybrid_unet.cli import output_dir_problem
     from hybrid_unet.inference.inputs import find_cases
-    from hybrid_unet.inference.outputs import predict_cases
+    from hybrid_unet.inference.outputs import predict_cases, report
 
     problem = output_dir_problem(args.output)
     if problem:
@@ -119,14 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = predict_cases(cases, predictor.segment, args.output, predictor.class_names,
                             predictor.connectivity, {"model": str(args.model)})  # fmt: skip
-    failed = summary["failed"]
-    print(f"Done: {len(summary['cases'])} case(s) written to {args.output}; {len(failed)} failed.")
-    if failed:
-        names = ", ".join(f["case"] for f in failed)
-        print(f"error: {len(failed)} case(s) failed ({names}); see {args.output}/summary.json",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+    return report(summary, args.output)
 
 
 if __name__ == "__main__":

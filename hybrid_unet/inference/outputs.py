@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -138,3 +139,16 @@ def predict_cases(
 def _inputs(case: CaseRecord) -> str:
     where = ", ".join(str(p) for p in case.images)
     return f"{where}::{case.key}" if case.key else where
+
+
+def report(summary: Mapping, output: str | Path) -> int:
+    """Print the closing ``Done:`` line of a prediction (and an ``error:`` line naming the
+    failed cases); the exit code: 1 if a case failed, else 0."""
+    failed = summary["failed"]
+    print(f"Done: {len(summary['cases'])} case(s) written to {output}; {len(failed)} failed.")
+    if not failed:
+        return 0
+    names = ", ".join(f["case"] for f in failed)
+    print(f"error: {len(failed)} case(s) failed ({names}); see {output}/summary.json",
+          file=sys.stderr)  # fmt: skip
+    return 1

@@ -38,13 +38,20 @@ LABEL_READERS: dict[str, Reader] = {
 }
 
 
+def known_suffix(name: str) -> str | None:
+    """The image format suffix ``name`` ends with, in any case (``.nii.gz`` before ``.nii``),
+    as ``name`` spells it; None for none."""
+    for suffix in sorted(IMAGE_READERS, key=len, reverse=True):
+        if suffix != "/" and name.lower().endswith(suffix):
+            return name[-len(suffix) :]
+    return None
+
+
 def _format(path: Path) -> str:
     if path.is_dir():
         return "/"
-    name = path.name.lower()
-    for suffix in sorted(IMAGE_READERS, key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
+    if suffix := known_suffix(path.name):
+        return suffix.lower()
     known = ", ".join(s for s in IMAGE_READERS if s != "/")
     raise DataError(path, f"unknown image format (known: {known}, or a DICOM folder)")
 
