@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,40 @@ def autocast_context(precision: str, device: torch.device) -> AbstractContextMan
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def _autocast_nesting() -> int:
+    """How many ``torch.autocast`` contexts torch counts as open (it has no getter)."""
+    level = torch.autocast_increment_nesting() - 1
+    torch.autocast_decrement_nesting()
+    return level
+
+
+@contextmanager
+def autocast_state_kept(device_type: str) -> Iterator[None]:
+    """Leave torch's autocast state (enabled, dtype, cache, nesting) as it was found.
+
+    A DataLoader reports a dead worker from its SIGCHLD handler, that is in the middle of
+    whatever line the main thread runs. Landing inside ``torch.autocast.__enter__`` after the
+    nesting level went up, the exception skips ``__exit__``: the level never returns to 0, the
+    cache of cast weights is never cleared, and every later mixed-precision run in the process
+    (the next jobs of an in-process sweep) computes with the weights of its first step.
+    """
+    enabled, dtype = torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    cache_enabled, nesting = torch.is_autocast_cache_enabled(), _autocast_nesting()
+    try:
+        yield
+    finally:
+        level = _autocast_nesting()
+        while level > nesting:
+            level = torch.autocast_decrement_nesting()
+        while level < nesting:
+            level = torch.autocast_increment_nesting()
+        if level == 0:
+            torch.clear_autocast_cache()
+        torch.set_autocast_enabled(device_type, enabled)
+        torch.set_autocast_dtype(device_type, dtype)
+        torch.set_autocast_cache_enabled(cache_enabled)
 
 
 class TrainingDiverged(RuntimeError):

@@ -42,7 +42,7 @@ from hybrid_unet.engine.resources import model_cost, peak_memory_mb
 from hybrid_unet.engine.resume import check_resume_config
 from hybrid_unet.engine.signals import StopRequest
 from hybrid_unet.engine.state import TrainState
-from hybrid_unet.engine.step import TrainingDiverged, train_step
+from hybrid_unet.engine.step import TrainingDiverged, autocast_state_kept, train_step
 from hybrid_unet.engine.validation import predict_case, validate, write_case_table
 from hybrid_unet.logging.base import build_loggers
 from hybrid_unet.logging.panels import slice_panel
@@ -140,7 +140,7 @@ class Trainer:
             batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
         val_cases = [self.data.source.load(n) for n in self.data.val_names[rank::world]]
         # Installed until the summary is written: a SIGTERM at any point of fit ends cleanly.
-        with StopRequest() as stop:
+        with StopRequest() as stop, autocast_state_kept(self.device.type):
             self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
             try:
                 while not self.finished() and not self.stopping:
@@ -163,6 +163,8 @@ class Trainer:
                     raise
                 # The data order depends only on (seed, step): resuming replays the same batches.
                 first = str(exc).strip().splitlines()[0]
+                # The iterator lives on in this exception's traceback: end its other workers now.
+                getattr(batches, "_shutdown_workers", lambda: None)()
                 raise LoaderWorkerDied(
                     f"a data loader worker died at step {state.step} ({first}); the checkpoints "
                     f"in {self.ckpt_dir} are intact: resume with trainer.resume={self.run_dir} "

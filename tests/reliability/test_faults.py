@@ -269,6 +269,19 @@ def test_flipped_byte_is_detected_and_resume_falls_back(tmp_path, reference_run,
     observe("resume=auto skipped the flipped last.pt, used last-prev.pt; identical", cases=1)
 
 
+def _child_processes() -> list[int]:
+    """Processes (zombies included) whose parent is this one, from ``/proc``."""
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == me:
+            out.append(int(stat.parent.name))
+    return out
+
+
 @pytest.mark.row("fault", "data loader worker killed (num_workers=2)",
                  "no hang: one-line error with a resume hint; resume (any worker count) identical")  # fmt: skip
 def test_a_dead_loader_worker_ends_cleanly_and_resume_is_identical(
@@ -296,10 +309,41 @@ def test_a_dead_loader_worker_ends_cleanly_and_resume_is_identical(
         signal.alarm(0)
     message = user_error(info.value)
     assert message and "\n" not in message and f"trainer.resume={run_dir}" in message
+    assert not _child_processes(), "the other worker outlived the error (and the dead one unreaped)"
     _all_checkpoints_load(run_dir)
     train(run_dir, "trainer.resume=auto", "data.num_workers=2")
     assert_same_result(run_dir, reference_run)
     observe(f"worker killed at item {k}: '{message[:60]}…'; resumed, identical")
+
+
+@pytest.mark.row("fault", "a dead worker reported inside torch.autocast's __enter__",
+                 "autocast state restored: the next run in the process trains as the reference")  # fmt: skip
+def test_a_worker_death_inside_autocast_enter_leaves_no_autocast_state(
+    tmp_path, reference_run, observe, monkeypatch
+):
+    """The DataLoader reports a dead worker from its SIGCHLD handler, that is at whatever line
+    the main thread runs. Landing in ``torch.autocast.__enter__`` after it raised the nesting
+    level, it skipped ``__exit__``: the level never returned to 0, the cast-weight cache was never
+    cleared, and every later bf16 run in the process (the next jobs of an in-process sweep) kept
+    computing with the weights of its first step. CI saw this as a later run that barely learned
+    and an lr of 1e9 that never diverged."""
+    real_enter, calls = torch.autocast.__enter__, {"n": 0}
+
+    def enter_then_worker_dies(self):
+        real_enter(self)
+        calls["n"] += 1
+        if calls["n"] == 5:  # a training step of epoch 2
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+        return self
+
+    monkeypatch.setattr(torch.autocast, "__enter__", enter_then_worker_dies)
+    with pytest.raises(LoaderWorkerDied):
+        train(tmp_path / "died")
+    monkeypatch.undo()
+    assert not torch.is_autocast_enabled("cpu")
+    train(tmp_path / "next")
+    assert_same_result(tmp_path / "next", reference_run)
+    observe("worker death reported inside autocast __enter__: state restored, next run identical")
 
 
 def _tb_add_scalar_fails(*args, **kwargs):
