@@ -164,18 +164,24 @@ def _last_checkpoint(run_dir: Path) -> tuple | None:
 
 def _named_run_dirs(argv: list[str]) -> list[Path]:
     """The existing run dirs a command names, when they can be told without composing the
-    config: ``hydra.run.dir`` or ``run_name`` under ``paths.runs_dir`` (a sweep: its jobs)."""
+    config: ``hydra.run.dir``, or a sweep's ``hydra.sweep.dir`` (its jobs), or ``run_name``
+    under ``paths.runs_dir``."""
     given = {_override_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
     multirun = any(a in ("-m", "--multirun") for a in argv)
     runs = given.get("paths.runs_dir", os.environ.get("HYBRID_UNET_RUNS", "runs"))
     if "hydra.run.dir" in given and not multirun:
         return [Path(given["hydra.run.dir"])]
-    if "run_name" not in given or "${" in runs + given["run_name"]:
+    if multirun and "hydra.sweep.dir" in given:
+        sweep = Path(given["hydra.sweep.dir"])
+    elif "run_name" not in given or "${" in runs + given["run_name"]:
         return []
-    if not multirun:
+    elif not multirun:
         return [Path(runs) / given["run_name"]]
-    sweep = Path(runs) / "multirun" / given["run_name"]
-    return sorted(p.parent for p in sweep.glob("*/.hydra")) if sweep.is_dir() else []
+    else:
+        sweep = Path(runs) / "multirun" / given["run_name"]
+    if "${" in str(sweep) or not sweep.is_dir():
+        return []
+    return sorted(p.parent for p in sweep.glob("*/.hydra"))
 
 
 def _discard_if_empty(run_dir: Path) -> None:

@@ -179,3 +179,20 @@ def test_a_bad_swept_value_is_refused_before_any_job_trains(tmp_path):
     assert "sweep job 3 (loss=dice optimizer.lr=-1)" in result.stderr
     assert "no job of the sweep was started" in result.stderr
     assert not (tmp_path / "runs" / "multirun" / "bad").exists()
+
+
+def test_the_jobs_of_a_sweep_are_found_under_a_given_hydra_sweep_dir(tmp_path, monkeypatch):
+    """A failed command puts back the ``.hydra`` files of the runs it names; with
+    ``hydra.sweep.dir=`` the jobs were looked for under ``runs/multirun/<run_name>`` instead,
+    so a refused re-run of such a sweep left its jobs' recorded overrides rewritten."""
+    from hybrid_unet.train import _named_run_dirs
+
+    monkeypatch.setenv("HYBRID_UNET_RUNS", str(tmp_path / "runs"))
+    sweep = tmp_path / "elsewhere"
+    for job in ("0", "1"):
+        (sweep / job / ".hydra").mkdir(parents=True)
+    (sweep / "notes").mkdir()
+    argv = ["-m", f"hydra.sweep.dir={sweep}", "run_name=s", "loss=dice,dice_ce"]
+    assert _named_run_dirs(argv) == [sweep / "0", sweep / "1"]
+    assert _named_run_dirs(["-m", "hydra.sweep.dir=${paths.runs_dir}/x", "run_name=s"]) == []
+    assert _named_run_dirs(argv[1:]) == [tmp_path / "runs" / "s"]  # not a sweep: the run dir
