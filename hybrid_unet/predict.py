@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hybrid_unet.cli import exit_on_user_error, output_dir_problem, plain_warnings
-from hybrid_unet.config.errors import ConfigError, did_you_mean
+from hybrid_unet.config.errors import ConfigError, did_you_mean, unresolved_key
 from hybrid_unet.config.schema import PredictConfig, register_configs
 from hybrid_unet.config.validate import target_problems
 
@@ -41,7 +41,7 @@ def check_predict_config(cfg: DictConfig) -> dict[str, Any]:
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError([f"config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"]) from exc
+        raise ConfigError([unresolved_key(exc)]) from exc
     problems: list[str] = []
     try:
         OmegaConf.merge(OmegaConf.structured(PredictConfig), resolved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Iterable
 
 
@@ -54,9 +55,18 @@ def describe_exception(exc: BaseException) -> str:
         first = str(cause.msg).splitlines()[0]
         return f"bad value for config key '{cause.full_key}': {first}"
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        return f"config key '{cause.full_key}': {str(cause.msg).splitlines()[0]}"
+        return unresolved_key(cause)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def unresolved_key(exc) -> str:
+    """One line for an OmegaConf error at a key, e.g. one that cannot be resolved."""
+    env = re.search(r"Environment variable '([^']+)' not found", str(exc.msg))
+    if env:  # ${oc.env:NAME} with NAME unset (e.g. +preset=fine_tuning's checkpoint)
+        return (f"config key '{exc.full_key}' is required: pass {exc.full_key}=... or set the "
+                f"environment variable {env.group(1)}")  # fmt: skip
+    return f"config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"
 
 
 def _package_options(group: str) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hybrid_unet.config.errors import ConfigError, did_you_mean
+from hybrid_unet.config.errors import ConfigError, did_you_mean, unresolved_key
 from hybrid_unet.config.schema import Config, DataConfig, PathsConfig, TrainerConfig
 
 _SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig, "paths": PathsConfig}
@@ -38,7 +38,7 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError([f"config key '{exc.full_key}': {str(exc.msg).splitlines()[0]}"]) from exc
+        raise ConfigError([unresolved_key(exc)]) from exc
     problems = root_key_problems(resolved)
     for section, schema in _SCHEMAS.items():
         try:

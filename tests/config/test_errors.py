@@ -23,6 +23,9 @@ def test_missing_pretrained_path_names_the_key(tmp_path):
     result = cli(["+preset=fine_tuning"], tmp_path)
     assert result.code == 2
     assert "trainer.pretrained" in result.stderr and "Traceback" not in result.stderr
+    assert ("config key 'trainer.pretrained' is required: pass trainer.pretrained=... or set "
+            "the environment variable HYBRID_UNET_PRETRAINED") in result.stderr  # fmt: skip
+    assert "KeyError" not in result.stderr
 
 
 def test_a_parameter_the_config_leaves_out_is_added_with_plus(tmp_path):
