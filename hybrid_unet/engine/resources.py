@@ -19,13 +19,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def model_cost(model: torch.nn.Module, patch_size: list[int], in_channels: int) -> dict:
     """Parameters and forward FLOPs of one patch, measured on a CPU copy (RNG left untouched)."""
-    from hybrid_unet.models.report import model_report
+    from hybrid_unet.models.report import forward_flops
 
+    parameters = sum(p.numel() for p in model.parameters())
     rng = torch.get_rng_state()
-    try:
-        report = model_report(copy.deepcopy(model).cpu(), patch_size, 1, in_channels)
+    try:  # a copy: a training-mode forward moves batch-norm statistics
+        flops = forward_flops(copy.deepcopy(model).cpu(), patch_size, in_channels)
     except Exception as exc:  # a model the FLOP counter cannot trace still gets a summary
-        return {"parameters": sum(p.numel() for p in model.parameters()), "flops_error": str(exc)}
+        return {"parameters": parameters, "flops_error": str(exc)}
     finally:
         torch.set_rng_state(rng)
-    return {"parameters": report["params"], "flops_per_patch": report["flops_per_patch"]}
+    return {"parameters": parameters, "flops_per_patch": flops}

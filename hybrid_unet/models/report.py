@@ -45,6 +45,24 @@ def _sum_outputs(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(o.float().sum() for o in out)  # type: ignore[return-value]
 
 
+def forward_flops(
+    model: nn.Module,
+    patch_size: Sequence[int],
+    in_channels: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> int:
+    """Forward FLOPs of one ``(1, C, *patch_size)`` patch in training mode (deep-supervision
+    heads included), counted by torch's ``FlopCounterMode``; leaves the mode as it was."""
+    in_channels = in_channels if in_channels is not None else model.in_channels
+    was_training = model.training
+    model.train()
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+    with torch.no_grad(), autocast, FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, in_channels, *patch_size))
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
 def model_report(
     model: nn.Module,
     patch_size: Sequence[int],
@@ -68,12 +86,9 @@ def model_report(
     """
     in_channels = in_channels if in_channels is not None else model.in_channels
     was_training = model.training
+    flops = forward_flops(model, patch_size, in_channels, dtype)
     model.train()
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
-    x1 = torch.randn(1, in_channels, *patch_size)
-    with torch.no_grad(), autocast, FlopCounterMode(display=False) as counter:
-        model(x1)
-    flops = counter.get_total_flops()
 
     seen: dict[tuple[int, int], int] = {}
 

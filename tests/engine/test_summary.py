@@ -24,3 +24,20 @@ def test_summary_reports_cost_and_time(tmp_path):
         assert part in text
     stopped = summary_lines({**summary, "complete": False})  # stopped by a signal, say
     assert stopped.startswith("Not finished (resumable): best mean Dice")
+
+
+def test_model_cost_counts_a_conv_by_hand_and_leaves_the_model_as_it_was():
+    """2 x output voxels x (input channels x kernel volume) multiply-adds for a bias-free conv;
+    the count runs on a copy in training mode, so batch-norm statistics and the mode stay."""
+    import torch
+
+    from hybrid_unet.engine.resources import model_cost
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1, bias=False), torch.nn.BatchNorm3d(4)
+    ).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cost = model_cost(model, [4, 8, 8], in_channels=1)
+    assert cost == {"parameters": 4 * 27 + 8, "flops_per_patch": 2 * (4 * 4 * 8 * 8) * 27}
+    assert not model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
