@@ -45,6 +45,18 @@ _composed: list[bool] = []  # set once Hydra composed the config and our task st
 @hydra.main(version_base="1.3", config_path="pkg://hybrid_unet.conf", config_name="config")
 def train(cfg: DictConfig) -> float:
     """Hydra task: check the config, train, return the best mean Dice (what sweepers optimise)."""
+    import torch
+
+    # trainer.num_threads sets the process's thread count: the next job of an in-process sweep
+    # (one that leaves it null) starts from the count this one found.
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: DictConfig) -> float:
     from hybrid_unet.engine.step import TrainingDiverged
     from hybrid_unet.engine.trainer import Trainer
 

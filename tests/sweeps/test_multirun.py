@@ -196,3 +196,29 @@ def test_the_jobs_of_a_sweep_are_found_under_a_given_hydra_sweep_dir(tmp_path, m
     assert _named_run_dirs(argv) == [sweep / "0", sweep / "1"]
     assert _named_run_dirs(["-m", "hydra.sweep.dir=${paths.runs_dir}/x", "run_name=s"]) == []
     assert _named_run_dirs(argv[1:]) == [tmp_path / "runs" / "s"]  # not a sweep: the run dir
+
+
+def test_a_job_leaves_the_thread_count_as_it_found_it(tmp_path, monkeypatch):
+    """Jobs of a sweep run in one process: ``trainer.num_threads=1`` in job 0 used to stay set
+    for job 1, which left it null (the machine's default)."""
+    import torch
+
+    from hybrid_unet.engine.trainer import Trainer
+    from tests.helpers import cli
+
+    seen, real_fit = [], Trainer.fit
+
+    def fit(self):
+        seen.append(torch.get_num_threads())
+        return real_fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = cli(["-m", "run_name=t", *TINY, "trainer.max_epochs=1", "trainer.steps_per_epoch=1",
+                      "data.max_val_cases=1", "trainer.num_threads=1,null"], tmp_path)  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert result.code == 0, result.stderr[-3000:]
+    assert seen == [1, 2]
