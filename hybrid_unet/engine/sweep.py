@@ -89,6 +89,7 @@ def _job_number(name: str) -> int:
 
 
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 class SweepCheck(Callback):
@@ -148,7 +149,12 @@ def sweep_job_problems(config) -> list[str]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: ``<sweep dir>/<filename>`` tabulates every job's best metrics."""
+    """Hydra callback: ``<sweep dir>/<filename>`` tabulates every job's best metrics.
+
+    With jobs in this process (Hydra's basic launcher) the table is rewritten after every job,
+    so a sweep that fails half-way (Hydra then skips the end callback) keeps the rows of the
+    jobs that finished before.
+    """
 
     def __init__(self, filename: str = "sweep_summary.csv") -> None:
         self.filename = filename
@@ -156,21 +162,29 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
         self.job_dirs.add(str(Path(config.hydra.runtime.output_dir).resolve()))
+        if config.hydra.launcher.get("_target_") == _BASIC_LAUNCHER:  # jobs in this process
+            self._write(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        written = self._write(Path(config.hydra.sweep.dir))
+        if written is None:
+            return
+        path, rows = written
+        best = max(rows, key=lambda r: -1.0 if r["best_mean_dice"] is None else r["best_mean_dice"])
+        dice = "n/a" if best["best_mean_dice"] is None else f"{best['best_mean_dice']:.4f}"
+        print(f"Sweep summary of {len(rows)} jobs: {path} (best mean Dice {dice} in "
+              f"{best['job']})")  # fmt: skip
+
+    def _write(self, sweep_dir: Path) -> tuple[Path, list[dict[str, Any]]] | None:
         rows = sweep_rows(sweep_dir)
         if self.job_dirs:  # not the dirs an earlier, larger sweep left under the same name
             # resolved: the job's output_dir is absolute, a relative runs_dir ("runs") is not
             rows = [r for r in rows if str(Path(r["run_dir"]).resolve()) in self.job_dirs]
         if not rows:
-            return
+            return None
         path = sweep_dir / self.filename
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        best = max(rows, key=lambda r: -1.0 if r["best_mean_dice"] is None else r["best_mean_dice"])
-        dice = "n/a" if best["best_mean_dice"] is None else f"{best['best_mean_dice']:.4f}"
-        print(f"Sweep summary of {len(rows)} jobs: {path} (best mean Dice {dice} in "
-              f"{best['job']})")  # fmt: skip
+        return path, rows

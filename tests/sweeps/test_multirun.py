@@ -222,3 +222,26 @@ def test_a_job_leaves_the_thread_count_as_it_found_it(tmp_path, monkeypatch):
         torch.set_num_threads(before)
     assert result.code == 0, result.stderr[-3000:]
     assert seen == [1, 2]
+
+
+def test_a_sweep_that_fails_half_way_keeps_the_rows_of_its_finished_jobs(tmp_path, monkeypatch):
+    """Hydra skips the end callback when a job fails, so ``sweep_summary.csv`` was not written
+    at all, though job 0 had finished."""
+    from hybrid_unet.engine.trainer import Trainer
+    from tests.helpers import cli
+
+    real_fit, calls = Trainer.fit, {"n": 0}
+
+    def fit(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("job 1 broke")
+        return real_fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    result = cli(["-m", "run_name=f", *TINY, "trainer.max_epochs=1", "trainer.steps_per_epoch=1",
+                  "data.max_val_cases=1", "loss=dice_ce,dice"], tmp_path)  # fmt: skip
+    assert result.code == 1 and "job 1 broke" in result.stderr
+    with open(tmp_path / "runs" / "multirun" / "f" / "sweep_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["complete"]) for r in rows] == [("0", "True")]
