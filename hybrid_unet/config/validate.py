@@ -265,46 +265,52 @@ def total_stride(model_cfg: dict) -> tuple[int, int, int] | None:
     return tuple(total)
 
 
-# Ranges of the schema-backed numbers: (key, lowest, highest, lowest included, may be null).
-# The dataclass schemas check types only; a 0 or a NaN here would fail deep inside the run.
-_RANGES: list[tuple[str, float, float, bool, bool]] = [
-    ("seed", 0, 2**32 - 1, True, False),
-    ("data.num_classes", 2, 255, True, False),
-    ("data.in_channels", 1, math.inf, True, False),
-    ("data.batch_size", 1, math.inf, True, True),
-    ("data.num_folds", 2, math.inf, True, False),
-    ("data.fold", 0, math.inf, True, False),
-    ("data.oversample_foreground", 0.0, 1.0, True, False),
-    ("data.num_workers", 0, math.inf, True, False),
-    ("data.max_val_cases", 1, math.inf, True, True),
-    ("trainer.max_epochs", 1, math.inf, True, False),
-    ("trainer.steps_per_epoch", 1, math.inf, True, False),
-    ("trainer.val_every", 1, math.inf, True, False),
-    ("trainer.grad_clip", 0.0, math.inf, False, True),
-    ("trainer.num_threads", 1, math.inf, True, True),
-    ("trainer.val_overlap", 0.0, 0.99, True, False),
-    ("trainer.val_sw_batch_size", 1, math.inf, True, False),
-    ("trainer.val_tolerance_mm", 0.0, math.inf, False, False),
-    ("trainer.max_time_minutes", 0.0, math.inf, False, True),
-    ("trainer.freeze_encoder_epochs", 0, math.inf, True, False),
-    ("trainer.max_bad_steps", 1, math.inf, True, False),
-    ("trainer.accumulate_grad_batches", 1, math.inf, True, False),
-    ("trainer.ema_decay", 0.0, 1.0, False, True),
-    ("trainer.checkpoint.save_top_k", -1, math.inf, True, False),
-    ("trainer.checkpoint.every_n_epochs", 1, math.inf, True, True),
-    ("trainer.early_stopping.patience", 1, math.inf, True, True),
-    ("trainer.early_stopping.min_delta", 0.0, math.inf, True, False),
-    ("optimizer.lr", 0.0, math.inf, False, True),  # null: an optimizer without the key
-    ("optimizer.weight_decay", 0.0, math.inf, True, True),
+# Ranges of the schema-backed numbers: (key, interval, may be null). The dataclass schemas check
+# types only; a 0 or a NaN here would fail deep inside the run.
+_RANGES: list[tuple[str, str, bool]] = [
+    ("seed", "[0, 4294967295]", False),
+    ("data.num_classes", "[2, 255]", False),
+    ("data.in_channels", "[1, inf)", False),
+    ("data.batch_size", "[1, inf)", True),
+    ("data.num_folds", "[2, inf)", False),
+    ("data.fold", "[0, inf)", False),
+    ("data.oversample_foreground", "[0.0, 1.0]", False),
+    ("data.num_workers", "[0, inf)", False),
+    ("data.max_val_cases", "[1, inf)", True),
+    ("trainer.max_epochs", "[1, inf)", False),
+    ("trainer.steps_per_epoch", "[1, inf)", False),
+    ("trainer.val_every", "[1, inf)", False),
+    ("trainer.grad_clip", "(0.0, inf)", True),
+    ("trainer.num_threads", "[1, inf)", True),
+    ("trainer.val_overlap", "[0.0, 0.99]", False),
+    ("trainer.val_sw_batch_size", "[1, inf)", False),
+    ("trainer.val_tolerance_mm", "(0.0, inf)", False),
+    ("trainer.max_time_minutes", "(0.0, inf)", True),
+    ("trainer.freeze_encoder_epochs", "[0, inf)", False),
+    ("trainer.max_bad_steps", "[1, inf)", False),
+    ("trainer.accumulate_grad_batches", "[1, inf)", False),
+    ("trainer.ema_decay", "(0.0, 1.0)", True),  # 1 would never move the average
+    ("trainer.checkpoint.save_top_k", "[-1, inf)", False),
+    ("trainer.checkpoint.every_n_epochs", "[1, inf)", True),
+    ("trainer.early_stopping.patience", "[1, inf)", True),
+    ("trainer.early_stopping.min_delta", "[0.0, inf)", False),
+    ("optimizer.lr", "(0.0, inf)", True),  # null: an optimizer without the key
+    ("optimizer.weight_decay", "[0.0, inf)", True),
 ]
-# Keys whose highest value is itself refused: an EMA decay of 1 would never move the average.
-_HIGH_EXCLUDED = {"trainer.ema_decay"}
+
+
+def _within(value: float, interval: str) -> bool:
+    """Whether ``value`` lies in ``interval``, written ``[low, high)`` (``inf`` allowed)."""
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return math.isfinite(value) and above and below
 
 
 def range_problems(cfg: dict) -> list[str]:
     """Numbers outside their meaningful range (zero epochs, a NaN overlap, fold 7 of 5)."""
     problems = []
-    for key, low, high, low_included, nullable in _RANGES:
+    for key, interval, nullable in _RANGES:
         node: Any = cfg
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -314,12 +320,8 @@ def range_problems(cfg: dict) -> list[str]:
             continue
         if isinstance(node, bool) or not isinstance(node, int | float):
             continue  # a type problem, reported by the schema check
-        above = node >= low if low_included else node > low
-        below = node < high if key in _HIGH_EXCLUDED else node <= high
-        if not math.isfinite(node) or not above or not below:
-            bound = "[" if low_included else "("
-            top = "inf)" if high == math.inf else f"{high}{')' if key in _HIGH_EXCLUDED else ']'}"
-            problems.append(f"config key '{key}': {node} is outside {bound}{low}, {top}")
+        if not _within(node, interval):
+            problems.append(f"config key '{key}': {node} is outside {interval}")
     data = cfg.get("data") or {}
     fold, folds = data.get("fold"), data.get("num_folds")
     if isinstance(fold, int) and isinstance(folds, int) and folds >= 2 and fold >= folds:
