@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -196,6 +197,24 @@ def _named_run_dirs(argv: list[str]) -> list[Path]:
     return sorted(p.parent for p in sweep.glob("*/.hydra"))
 
 
+def _launcher_failure(exc: BaseException) -> str:
+    """What a remote launcher's failure says, with the job's own error line where its log holds
+    one: submitit reports a job that exited on an error only as "has not produced any output"."""
+    text = describe_exception(exc)
+    found = re.search(r"(\S+)/(\w+)_(\d+)_result\.pkl", text)
+    if found is None:
+        return f"the sweep's launcher failed: {text}"
+    log = Path(found.group(1)) / f"{found.group(2)}_{found.group(3)}_log.err"
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return f"the sweep's launcher failed: {text}"
+    errors = [line for line in lines if line.startswith("error:")] or [x for x in lines if x]
+    if not errors:
+        return f"the sweep's launcher failed: {text}"
+    return f"a sweep job failed: {errors[-1].removeprefix('error:').strip()} (its log: {log})"
+
+
 def _discard_if_empty(run_dir: Path) -> None:
     """Remove a run dir that holds nothing but what a run writes before it starts training."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _NO_WORK:
@@ -327,7 +346,7 @@ def main() -> None:
         _exit_on_user_error(exc)
         if not _composed and any(a.startswith("hydra/launcher=") for a in sys.argv):
             # The jobs ran in other processes (SLURM, submitit): this is the launcher's failure
-            print(f"error: the sweep's launcher failed: {describe_exception(exc)}", file=sys.stderr)
+            print(f"error: {_launcher_failure(exc)}", file=sys.stderr)
             raise SystemExit(1) from None
         if not _composed:  # Hydra failed on the overrides themselves (e.g. "loss=0")
             print(f"error: cannot compose the config: {describe_exception(exc)}", file=sys.stderr)

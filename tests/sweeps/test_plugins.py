@@ -84,3 +84,21 @@ def test_optuna_records_a_diverging_trial_and_searches_on(tmp_path):
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"]["optimizer.lr"] == 1e-3
     assert best["best_value"] == max(float(r["best_mean_dice"] or 0) for r in rows)
+
+
+def test_a_failed_submitit_job_is_reported_with_its_own_error_line(tmp_path):
+    """submitit says of a job that exited on an error only that it "has not produced any
+    output" (its message, as submitit_local printed it); the job's log holds the reason."""
+    from hybrid_unet.train import _launcher_failure
+
+    folder = tmp_path / ".submitit" / "28089"
+    folder.mkdir(parents=True)
+    log = folder / "28089_0_log.err"
+    log.write_text("[HYDRA] setting up\nerror: /data/w.pt: checkpoint not found\n")
+    failure = RuntimeError(f"Job 28089 (task: 0) with path {folder}/28089_0_result.pkl has not "
+                           "produced any output (state: FINISHED)")  # fmt: skip
+    assert _launcher_failure(failure) == (
+        f"a sweep job failed: /data/w.pt: checkpoint not found (its log: {log})"
+    )
+    log.unlink()  # no log to read: submitit's own words
+    assert _launcher_failure(failure).startswith("the sweep's launcher failed: Job 28089")
