@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from hybrid_unet.atomic import atomic_path
 
@@ -162,7 +163,7 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
         self.job_dirs.add(str(Path(config.hydra.runtime.output_dir).resolve()))
-        if config.hydra.launcher.get("_target_") == _BASIC_LAUNCHER:  # jobs in this process
+        if OmegaConf.select(config, "hydra.launcher._target_") == _BASIC_LAUNCHER:  # in-process
             self._write(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
