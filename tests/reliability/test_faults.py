@@ -301,7 +301,7 @@ def test_a_dead_loader_worker_ends_cleanly_and_resume_is_identical(
 
     monkeypatch.setattr(PatchDataset, "__getitem__", getitem)
     run_dir = tmp_path / "run"
-    children = set(_child_processes())  # e.g. multiprocessing's resource tracker, started before
+    children = set(_child_processes())  # e.g. the wandb-core service an earlier W&B run started
     signal.alarm(120)  # a hang fails the test instead of blocking the suite
     try:
         with pytest.raises(LoaderWorkerDied) as info:
