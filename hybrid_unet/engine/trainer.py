@@ -222,7 +222,9 @@ class Trainer:
             if state.step % _CALIBRATION_STEPS == 0:
                 self.fit_schedule_to_time_budget()
             self.stopping = any_rank(stop.requested is not None, self.dist)
-            if self.stopping or state.step >= self.total_steps():
+            # out_of_time: a budget spent before the first plan (25 steps) or a machine that
+            # slowed down ends the epoch here, not after all its steps.
+            if self.stopping or state.step >= self.total_steps() or self.out_of_time():
                 break
         return grad_norm
 
