@@ -108,20 +108,25 @@ def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch):
-    """Steps 1-25 take 2 s (a busy machine), later ones 1 s. A one-shot plan from steps 6-25
-    would stop at step 85 (50 s + 60 x 2 s = 170 s of a 180 s budget with a 10 s reserve, but
-    in fact 110 s); re-fitting every 25 steps uses the budget and still ends with LR 0."""
+def _steps_take(monkeypatch, seconds) -> None:
+    """A fake clock that advances ``seconds(n)`` during training step ``n`` (from 1) only."""
     now = {"t": 0.0, "steps": 0}
     real_step = trainer_module.train_step
 
     def timed_step(*args, **kwargs):
         now["steps"] += 1
-        now["t"] += 2.0 if now["steps"] <= 25 else 1.0
+        now["t"] += seconds(now["steps"])
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "train_step", timed_step)
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: now["t"])
+
+
+def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch):
+    """Steps 1-25 take 2 s (a busy machine), later ones 1 s. A one-shot plan from steps 6-25
+    would stop at step 85 (50 s + 60 x 2 s = 170 s of a 180 s budget with a 10 s reserve, but
+    in fact 110 s); re-fitting every 25 steps uses the budget and still ends with LR 0."""
+    _steps_take(monkeypatch, lambda n: 2.0 if n <= 25 else 1.0)
     overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
                  "trainer.max_time_minutes=3", "data.max_val_cases=1"]  # fmt: skip
     summary, trainer = train_in_process(overrides, tmp_path)
@@ -134,15 +139,7 @@ def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch
 def test_a_budget_spent_before_the_first_plan_stops_at_the_budget(tmp_path, monkeypatch):
     """The run is first sized after 25 steps; with 8 s steps and a 30 s budget it used to run on
     to that first plan (26 steps, 208 s; measured: segresnet at 0.3 min ran 221 s)."""
-    now = {"t": 0.0}
-    real_step = trainer_module.train_step
-
-    def slow_step(*args, **kwargs):
-        now["t"] += 8.0
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", slow_step)
-    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: now["t"])
+    _steps_take(monkeypatch, lambda n: 8.0)
     overrides = ["trainer.max_epochs=3", "trainer.steps_per_epoch=50", "trainer.val_every=1",
                  "trainer.max_time_minutes=0.5", "data.max_val_cases=1"]  # fmt: skip
     summary, _ = train_in_process(overrides, tmp_path)
