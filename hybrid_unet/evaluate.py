@@ -107,10 +107,11 @@ def _references(folder: Path) -> tuple[dict[str, Path], str | None]:
     """References by case, or a problem when two files hold the same case."""
     refs: dict[str, Path] = {}
     for path in _label_files(folder):
-        if _case(path) in refs:
-            return refs, (f"{folder} holds two references of case {_case(path)!r}: "
-                          f"{refs[_case(path)].name} and {path.name}")  # fmt: skip
-        refs[_case(path)] = path
+        case = _case(path)
+        if case in refs:
+            return refs, (f"{folder} holds two references of case {case!r}: "
+                          f"{refs[case].name} and {path.name}")  # fmt: skip
+        refs[case] = path
     return refs, None
 
 

@@ -201,15 +201,13 @@ def _launcher_failure(exc: BaseException) -> str:
     """What a remote launcher's failure says, with the job's own error line where its log holds
     one: submitit reports a job that exited on an error only as "has not produced any output"."""
     text = describe_exception(exc)
-    found = re.search(r"(\S+)/(\w+)_(\d+)_result\.pkl", text)
-    if found is None:
-        return f"the sweep's launcher failed: {text}"
-    log = Path(found.group(1)) / f"{found.group(2)}_{found.group(3)}_log.err"
+    found = re.search(r"(\S+)_result\.pkl", text)  # .submitit/<id>/<id>_<task>_result.pkl
+    log = Path(f"{found.group(1)}_log.err") if found else None
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+        lines = [x.strip() for x in log.read_text(errors="replace").splitlines()] if log else []
     except OSError:
-        return f"the sweep's launcher failed: {text}"
-    errors = [line for line in lines if line.startswith("error:")] or [x for x in lines if x]
+        lines = []
+    errors = [x for x in lines if x.startswith("error:")] or [x for x in lines if x]
     if not errors:
         return f"the sweep's launcher failed: {text}"
     return f"a sweep job failed: {errors[-1].removeprefix('error:').strip()} (its log: {log})"

@@ -135,11 +135,9 @@ class RandRotateScaled(Randomizable, MapTransform):
         label = torch.as_tensor(d[LABEL]) if LABEL in d else None
         shape_out = tuple(image.shape[1:])
         matrix = self._matrix()
-        shape_in = self._reach(matrix, shape_out)
-        if context is not None and shape_in != shape_out:
+        shape_in = self._reach(matrix, shape_out) if context is not None else shape_out
+        if shape_in != shape_out:
             image, label = (_tensor(a) if a is not None else None for a in context(shape_in))
-        else:
-            shape_in = shape_out
         grid = F.affine_grid(self._theta(matrix, shape_in, shape_out),
                              [1, image.shape[0], *shape_out], align_corners=True)  # fmt: skip
         d[IMAGE] = F.grid_sample(image[None].float(), grid, "bilinear", "border",

@@ -172,9 +172,8 @@ class Trainer:
                 ) from exc
             finally:
                 self.logger.close()
-            self.stopped_by = (
-                stop.requested
-            )  # "SIGTERM" / "SIGINT" / "SIGUSR2", None on other ranks
+            # "SIGTERM" / "SIGINT" / "SIGUSR2", None on other ranks
+            self.stopped_by = stop.requested
             if self.stopping and self.dist.is_main:
                 print(f"Stopped by {stop.requested or 'a signal to another rank'} at step {state.step} (saved "
                       f"{self.ckpt_dir / 'last.pt'}); resume with trainer.resume={self.run_dir}")  # fmt: skip
