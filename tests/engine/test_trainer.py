@@ -18,6 +18,8 @@ from tests.helpers import REPO, train_in_process
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
 LOSSES = sorted(p.stem for p in (REPO / "conf" / "loss").glob("*.yaml"))
 ONE_EPOCH = ["trainer.max_epochs=1", "trainer.steps_per_epoch=2", "data.max_val_cases=1"]
+# For tests of many real steps where only their count matters: a 16^3 patch, batch 1.
+SMALL_STEPS = ["data.patch_size=[16,16,16]", "data.batch_size=1"]
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -28,7 +30,10 @@ def _rows(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains(model, tmp_path):
-    smaller = ["model.feature_size=12"] if model == "swin_unetr" else []  # 64^3 after padding
+    # SwinUNETR pads the 32^3 patch to 64^3: one block per stage and 4^3 windows (MONAI's
+    # 7^3 windows at 64^3 took 30 s for these two steps and one validation case).
+    smaller = ["model.feature_size=12", "+model.depths=[1,1,1,1]", "+model.window_size=4"]
+    smaller = smaller if model == "swin_unetr" else []
     summary, _ = train_in_process([f"model={model}", *ONE_EPOCH, *smaller], tmp_path)
     assert summary["steps"] == 2 and summary["best_mean_dice"] is not None
     assert (tmp_path / "checkpoints" / "last.pt").exists()
@@ -100,7 +105,7 @@ def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):
     clock = iter(range(0, 10**6))  # a fake clock: every reading is one second later
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
     overrides = ["trainer.max_epochs=50", "trainer.steps_per_epoch=10", "trainer.val_every=100",
-                 "trainer.max_time_minutes=1.5", "data.max_val_cases=1"]  # fmt: skip
+                 "trainer.max_time_minutes=1.5", "data.max_val_cases=1", *SMALL_STEPS]  # fmt: skip
     summary, trainer = train_in_process(overrides, tmp_path)
     planned = trainer.state.planned_steps
     assert 20 < planned < 500
@@ -128,7 +133,7 @@ def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch
     in fact 110 s); re-fitting every 25 steps uses the budget and still ends with LR 0."""
     _steps_take(monkeypatch, lambda n: 2.0 if n <= 25 else 1.0)
     overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
-                 "trainer.max_time_minutes=3", "data.max_val_cases=1"]  # fmt: skip
+                 "trainer.max_time_minutes=3", "data.max_val_cases=1", *SMALL_STEPS]  # fmt: skip
     summary, trainer = train_in_process(overrides, tmp_path)
     assert summary["steps"] == trainer.state.planned_steps
     assert 130 <= summary["steps"] <= 160  # one-shot: 85

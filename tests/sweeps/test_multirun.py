@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from tests.helpers import TINY, run_train
+from tests.helpers import TINY, cli
 
 pytestmark = pytest.mark.slow
 
@@ -17,8 +17,8 @@ SWEEP = ["-m", "run_name=grid", "hydra.sweep.subdir=${hydra:job.num}", "loss=dic
 
 
 def test_grid_sweep_tabulates_and_a_rerun_skips_or_resumes(tmp_path):
-    first = run_train(SWEEP, tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = cli(SWEEP, tmp_path)
+    assert first.code == 0, first.stderr[-3000:]
     sweep_dir = tmp_path / "runs" / "multirun" / "grid"
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [j.name.split("_")[0] for j in jobs] == ["0", "1", "2", "3"]
@@ -31,8 +31,8 @@ def test_grid_sweep_tabulates_and_a_rerun_skips_or_resumes(tmp_path):
 
     # Job 2 was cut short: no summary. The same command resumes it and skips the others.
     (jobs[2] / "summary.json").unlink()
-    again = run_train(SWEEP, tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = cli(SWEEP, tmp_path)
+    assert again.code == 0, again.stderr[-3000:]
     assert again.stdout.count("finished before (summary.json)") == 3
     assert f"Resumed from {jobs[2] / 'checkpoints'}" in again.stdout
     assert (jobs[2] / "summary.json").exists()
@@ -44,16 +44,16 @@ def test_a_changed_sweep_never_takes_another_jobs_results(tmp_path):
     Such a dir is refused (its recorded overrides left as they were) instead of being skipped
     as finished under the new settings, and a smaller re-run tabulates only its own jobs."""
     base = ["-m", "run_name=s", *TINY, "trainer.max_epochs=1", "data.max_val_cases=1"]
-    first = run_train([*base, "loss=dice_ce,dice_focal"], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = cli([*base, "loss=dice_ce,dice_focal"], tmp_path)
+    assert first.code == 0, first.stderr[-3000:]
     sweep_dir = tmp_path / "runs" / "multirun" / "s"
     recorded = (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text()
-    swapped = run_train([*base, "loss=dice_focal,dice_ce"], tmp_path)
-    assert swapped.returncode == 2 and "Traceback" not in swapped.stderr, swapped.stderr[-3000:]
+    swapped = cli([*base, "loss=dice_focal,dice_ce"], tmp_path)
+    assert swapped.code == 2 and "Traceback" not in swapped.stderr, swapped.stderr[-3000:]
     assert f"{sweep_dir / '0'} holds a sweep job trained with other settings" in swapped.stderr
     assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text() == recorded
-    smaller = run_train([*base, "loss=dice_ce"], tmp_path)
-    assert smaller.returncode == 0, smaller.stderr[-3000:]
+    smaller = cli([*base, "loss=dice_ce"], tmp_path)
+    assert smaller.code == 0, smaller.stderr[-3000:]
     assert smaller.stdout.count("finished before (summary.json)") == 1
     with open(sweep_dir / "sweep_summary.csv") as f:
         assert [r["job"] for r in csv.DictReader(f)] == ["0"]
@@ -79,8 +79,6 @@ def _signal_in_second_step(monkeypatch, sig) -> None:
 def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
     import signal
 
-    from tests.helpers import cli
-
     _signal_in_second_step(monkeypatch, signal.SIGTERM)
     result = cli(["-m", "run_name=stop", *TINY, "trainer.max_epochs=1", "loss=dice_ce,dice"],
                  tmp_path)  # fmt: skip
@@ -95,8 +93,6 @@ def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
 def test_a_diverging_job_is_one_result_of_the_sweep_not_its_end(tmp_path):
     """A learning rate that diverges used to end the sweep (exit 2) before the next job, and
     every re-run resumed it, diverged again and stopped there: the later jobs never ran."""
-    from tests.helpers import cli
-
     args = ["-m", "run_name=div", *TINY, "trainer.max_epochs=1", "trainer.max_bad_steps=2",
             "data.max_val_cases=1", "optimizer.lr=1e9,1e-3"]  # fmt: skip
     result = cli(args, tmp_path)
@@ -124,8 +120,6 @@ def test_a_rerun_job_reads_its_checkpoint_once(tmp_path):
     time, and a damaged last.pt warned twice."""
     import shutil
 
-    from tests.helpers import cli
-
     args = ["-m", "run_name=once", *TINY, "trainer.max_epochs=1", "data.max_val_cases=1"]
     assert cli(args, tmp_path).code == 0
     job = tmp_path / "runs" / "multirun" / "once" / "0"
@@ -146,7 +140,6 @@ def test_slurm_pre_timeout_signal_saves_before_submitit_requeues(tmp_path, monke
     import signal
 
     from hybrid_unet.engine.checkpoint import load_checkpoint
-    from tests.helpers import cli
 
     job = tmp_path / "runs" / "multirun" / "usr2" / "0"
     requeued = []
@@ -170,8 +163,6 @@ def test_slurm_pre_timeout_signal_saves_before_submitit_requeues(tmp_path, monke
 def test_a_bad_swept_value_is_refused_before_any_job_trains(tmp_path):
     """``optimizer.lr=1e-3,-1`` trained job 0 and then stopped at job 1 (under submitit: "has
     not produced any output")."""
-    from tests.helpers import cli
-
     result = cli(["-m", "run_name=bad", *TINY, "loss=dice_ce,dice", "optimizer.lr=1e-3,-1"],
                  tmp_path)  # fmt: skip
     assert result.code == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -204,7 +195,6 @@ def test_a_job_leaves_the_thread_count_as_it_found_it(tmp_path, monkeypatch):
     import torch
 
     from hybrid_unet.engine.trainer import Trainer
-    from tests.helpers import cli
 
     seen, real_fit = [], Trainer.fit
 
@@ -228,7 +218,6 @@ def test_a_sweep_that_fails_half_way_keeps_the_rows_of_its_finished_jobs(tmp_pat
     """Hydra skips the end callback when a job fails, so ``sweep_summary.csv`` was not written
     at all, though job 0 had finished."""
     from hybrid_unet.engine.trainer import Trainer
-    from tests.helpers import cli
 
     real_fit, calls = Trainer.fit, {"n": 0}
 
