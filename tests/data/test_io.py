@@ -49,6 +49,18 @@ def test_nifti_4d_is_channels_first(tmp_path):
     np.testing.assert_array_equal(image[1], data[..., 1].transpose(2, 1, 0))
 
 
+def test_a_5d_nifti_with_one_time_point_is_channels_first(tmp_path):
+    """ITK (SimpleITK, ANTs) writes a multi-component image as (x, y, z, 1, c)."""
+    data = np.random.default_rng(0).random((4, 5, 6, 1, 2)).astype(np.float32)
+    image, geo = read_image(_nifti(tmp_path / "a.nii.gz", data))
+    assert image.shape == (2, 6, 5, 4) and geo.spacing == pytest.approx((2.5, 0.9, 0.8))
+    np.testing.assert_array_equal(image[1], data[..., 0, 1].transpose(2, 1, 0))
+    with pytest.raises(
+        DataError, match=r"or 5D with one time point\), got shape \(4, 5, 6, 2, 2\)"
+    ):
+        read_image(_nifti(tmp_path / "b.nii.gz", np.zeros((4, 5, 6, 2, 2), np.float32)))
+
+
 def test_nifti_round_trip_keeps_affine_and_values(tmp_path):
     affine = np.array([[0, 0, -1.5, 20], [0, 0.7, 0, -3], [1.2, 0, 0, 7], [0, 0, 0, 1.0]])
     src = _nifti(tmp_path / "img.nii.gz", np.zeros((5, 6, 7), np.float32), affine)

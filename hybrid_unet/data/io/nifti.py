@@ -13,18 +13,18 @@ from hybrid_unet.data.io.geometry import DHW_TO_XYZ, Geometry, spacing_from_affi
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """Read a 3D or 4D NIfTI file.
+    """Read a 3D or 4D NIfTI file (or 5D with one time point: ITK's multi-component layout).
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
 
     Returns:
         The array in its stored dtype, ``(D, H, W)`` for 3D files or ``(C, D, H, W)`` for 4D
-        files (nibabel's ``(x, y, z, c)``), and its geometry.
+        files (nibabel's ``(x, y, z, c)``) and 5D ones (``(x, y, z, 1, c)``), and its geometry.
 
     Raises:
         DataError: The file is missing, empty, truncated, corrupt (a gzip checksum that does
-            not match) or not 3D/4D.
+            not match) or not 3D/4D (nor 5D with one time point).
     """
     path = Path(path)
     try:
@@ -34,6 +34,9 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
         raise DataError(path, "file not found") from None
     except Exception as exc:  # nibabel, gzip and zlib raise many unrelated types
         raise DataError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+    stored = data.shape
+    if data.ndim == 5 and data.shape[3] == 1:  # ITK's vector image: (x, y, z, t=1, c)
+        data = data[:, :, :, 0, :]
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 3:
@@ -41,7 +44,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
     elif data.ndim == 4:
         data = data.transpose(3, 2, 1, 0)
     else:
-        raise DataError(path, f"expected a 3D or 4D volume, got shape {data.shape}")
+        raise DataError(path, f"expected a 3D or 4D volume (or 5D with one time point), got "
+                              f"shape {stored}")  # fmt: skip
     affine = np.asarray(img.affine, dtype=np.float64) @ DHW_TO_XYZ
     spacing = spacing_from_affine(affine)
     volume = float(np.prod(spacing))  # |det| equals this when the axes are orthogonal
