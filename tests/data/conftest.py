@@ -71,10 +71,73 @@ def write_dicom_series(
         ds.save_as(folder / names[i], enforce_file_format=True)
 
 
+def write_enhanced_dicom(
+    file: Path,
+    planes: list[tuple[np.ndarray, list[float]]],
+    spacing: tuple[float, float, float] = (2.0, 0.5, 0.5),
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    rescale: list[tuple[float, float]] | None = None,
+    series_uid: str = "1.2.3.5",
+) -> None:
+    """Write one Enhanced MR file: frame i holds ``planes[i] = (pixels (H, W), position)``.
+
+    Position, orientation, pixel spacing and thickness sit in the functional groups, as
+    scanners write them: orientation and spacing shared, position (and ``rescale``, a slope
+    and intercept per frame, when given) per frame.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def item(**attributes) -> Sequence:
+        ds = Dataset()
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        return Sequence([ds])
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality, ds.SeriesInstanceUID, ds.NumberOfFrames = "MR", series_uid, len(planes)
+    shared = Dataset()
+    shared.PlaneOrientationSequence = item(ImageOrientationPatient=list(orientation))
+    shared.PixelMeasuresSequence = item(PixelSpacing=list(spacing[1:]), SliceThickness=spacing[0])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for i, (_, position) in enumerate(planes):
+        frame = Dataset()
+        frame.PlanePositionSequence = item(ImagePositionPatient=list(position))
+        if rescale is not None:
+            slope, intercept = rescale[i]
+            frame.PixelValueTransformationSequence = item(RescaleSlope=slope,
+                                                          RescaleIntercept=intercept)  # fmt: skip
+        per_frame.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.Rows, ds.Columns = planes[0][0].shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.stack([p for p, _ in planes]).astype(np.uint16).tobytes()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(file, enforce_file_format=True)
+
+
 @pytest.fixture
 def dicom_writer():
     """The :func:`write_dicom_series` helper, as a fixture so tests need no conftest import."""
     return write_dicom_series
+
+
+@pytest.fixture
+def enhanced_dicom_writer():
+    """The :func:`write_enhanced_dicom` helper."""
+    return write_enhanced_dicom
 
 
 def write_decathlon(

@@ -253,6 +253,52 @@ def test_dicom_multi_frame_is_refused_naming_the_file(tmp_path, dicom_writer, to
         read_image(tmp_path / "mf")
 
 
+def test_enhanced_multi_frame_dicom_reads_as_its_single_frame_series(
+    tmp_path, dicom_writer, enhanced_dicom_writer
+):
+    """One Enhanced MR file, frames stored out of position order with a rescale per frame,
+    reads in position order with each frame's own rescale, and with the geometry of the same
+    series written one file per slice."""
+    volume = np.random.default_rng(0).integers(0, 1000, (5, 4, 3)).astype(np.uint16)
+    positions = [10.0 + 2.0 * i for i in range(5)]
+    dicom_writer(tmp_path / "series", volume, positions=positions)
+    order = [3, 0, 4, 1, 2]
+    enhanced_dicom_writer(tmp_path / "enhanced" / "IM0001",
+                          [(volume[i], [-10.0, 5.0, positions[i]]) for i in order],
+                          rescale=[(1.0 + i, -3.0) for i in order])  # fmt: skip
+    image, geo = read_image(tmp_path / "enhanced")
+    expected = np.stack([volume[i] * (1.0 + i) - 3.0 for i in range(5)])
+    np.testing.assert_array_equal(image[0], expected.astype(np.float32))
+    _, series_geo = read_image(tmp_path / "series")
+    np.testing.assert_allclose(geo.affine, series_geo.affine)
+    assert geo.spacing == pytest.approx(series_geo.spacing) == (2.0, 0.5, 0.5)
+
+
+def test_enhanced_dicom_with_repeated_positions_is_refused(tmp_path, enhanced_dicom_writer):
+    """Two time points of 3 slices in one file: 6 frames at 3 positions."""
+    plane = np.zeros((4, 3))
+    planes = [(plane, [0.0, 0.0, 2.0 * (i % 3)]) for i in range(6)]
+    enhanced_dicom_writer(tmp_path / "dyn" / "IM0001", planes)
+    with pytest.raises(DataError, match=r"IM0001: 6 frames lie at 3 positions \(time points"):
+        read_image(tmp_path / "dyn")
+
+
+def test_enhanced_dicom_frames_are_checked_like_slices(tmp_path, enhanced_dicom_writer):
+    """A missing frame is a gap; a frame with its own PixelSpacing is named by frame number."""
+    plane = np.zeros((4, 3))
+    enhanced_dicom_writer(tmp_path / "gap" / "f", [(plane, [0, 0, z]) for z in (0, 2, 4, 8)])
+    with pytest.raises(DataError, match=r"gap: slice gap"):
+        read_image(tmp_path / "gap")
+    enhanced_dicom_writer(tmp_path / "odd" / "f", [(plane, [0, 0, z]) for z in (0, 2, 4)])
+    ds = pydicom.dcmread(tmp_path / "odd" / "f")
+    frame = ds.PerFrameFunctionalGroupsSequence[1]
+    frame.PixelMeasuresSequence = pydicom.Sequence([pydicom.Dataset()])
+    frame.PixelMeasuresSequence[0].PixelSpacing = [0.7, 0.7]
+    ds.save_as(tmp_path / "odd" / "f")
+    with pytest.raises(DataError, match=r"odd/f \(frame 2\): PixelSpacing \(0\.7, 0\.7\) differs"):
+        read_image(tmp_path / "odd")
+
+
 def test_dicom_pixel_spacing_missing_or_differing_names_the_file(tmp_path, dicom_writer):
     """A series without PixelSpacing: an AttributeError traceback; a slice with another
     PixelSpacing than the rest: read with the first slice's spacing without a word."""
@@ -327,6 +373,30 @@ def test_real_hippocampus_crop_series(real_data, name):
     assert [d.InstanceNumber for d in by_z] == [d.InstanceNumber for d in by_instance]
     z = [(geo.affine @ [d, 0, 0, 1])[2] for d in range(image.shape[1])]
     assert np.all(np.diff(z) > 0)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", ["Study1_13_HCropVolume", "Study3_11-T1post-18670"])
+def test_real_series_as_one_enhanced_file_reads_the_same(real_data, tmp_path, name,
+                                                          enhanced_dicom_writer):  # fmt: skip
+    """A real series rewritten as one Enhanced MR file (frames in reverse file order, each
+    with its own position and the series' rescale) gives the same voxels and geometry."""
+    folder = real_data / "dicom" / name
+    headers = [pydicom.dcmread(f) for f in sorted(folder.iterdir())][::-1]
+    first = headers[0]
+    planes = [(d.pixel_array, [float(v) for v in d.ImagePositionPatient]) for d in headers]
+    rescale = [(float(d.get("RescaleSlope", 1)), float(d.get("RescaleIntercept", 0)))
+               for d in headers]  # fmt: skip
+    spacing = (float(first.SliceThickness), *(float(v) for v in first.PixelSpacing))
+    enhanced_dicom_writer(tmp_path / "enhanced" / "IM0001", planes, spacing=spacing,
+                          orientation=[float(v) for v in first.ImageOrientationPatient],
+                          rescale=rescale)  # fmt: skip
+    expected, expected_geo = read_image(folder)
+    image, geo = read_image(tmp_path / "enhanced")
+    np.testing.assert_array_equal(image, expected)
+    np.testing.assert_allclose(geo.affine, expected_geo.affine, atol=1e-9)
+    assert geo.spacing == pytest.approx(expected_geo.spacing)
+    assert geo.header["slice_thickness"] == expected_geo.header["slice_thickness"]
 
 
 @pytest.mark.real_data

@@ -7,11 +7,19 @@ applied; spacing is (distance between slice positions, PixelSpacing row, PixelSp
 The slice distance is the true voxel spacing and may exceed SliceThickness (series with a gap
 between thick slices); the thickness is kept in ``geometry.header["slice_thickness"]``.
 the affine is built from orientation and position and converted from DICOM LPS to RAS.
+
+An enhanced multi-frame file (Enhanced MR/CT, one file for the whole series) is read frame by
+frame: each frame's position, orientation, pixel spacing and rescale come from its functional
+groups (per-frame ones over shared ones over top-level attributes), and the frames are then
+ordered and checked exactly as single-frame slices are. A file whose frames repeat positions
+(time points, echoes, several stacks) is refused, as is a multi-frame file without per-frame
+positions.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +39,31 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+# Functional-group sequences of an enhanced multi-frame file and the attributes each holds.
+_FRAME_MACROS = {
+    "PlanePositionSequence": ("ImagePositionPatient",),
+    "PlaneOrientationSequence": ("ImageOrientationPatient",),
+    "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness"),
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept"),
+}
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One plane of a series: a single-frame file (``frame`` None) or one frame of a file.
+
+    ``ds`` holds the plane's own attributes (for a frame: gathered from its functional groups).
+    """
+
+    file: Path
+    ds: pydicom.Dataset
+    frame: int | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.file) if self.frame is None else f"{self.file} (frame {self.frame + 1})"
+
+
 def _frames(ds: pydicom.Dataset) -> int:
     try:
         return int(ds.get("NumberOfFrames", 1) or 1)
@@ -38,15 +71,38 @@ def _frames(ds: pydicom.Dataset) -> int:
         return 1
 
 
-def _read_headers(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
-    """Single-frame image slices by SeriesInstanceUID.
+def _frame_headers(ds: pydicom.Dataset) -> list[pydicom.Dataset] | None:
+    """Each frame's plane attributes, or None when the file has no per-frame positions."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != _frames(ds):
+        return None
+    shared = ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()]
+    frames = []
+    for item in per_frame:
+        frame = pydicom.Dataset()
+        for keyword in ("SeriesInstanceUID", "RescaleSlope", "RescaleIntercept"):
+            if keyword in ds:
+                setattr(frame, keyword, ds[keyword].value)
+        for group in (shared[0], item):  # a per-frame value overrides the shared one
+            for sequence, keywords in _FRAME_MACROS.items():
+                for macro in group.get(sequence) or []:
+                    for keyword in (k for k in keywords if k in macro):
+                        setattr(frame, keyword, macro[keyword].value)
+        if "ImagePositionPatient" not in frame or "ImageOrientationPatient" not in frame:
+            return None
+        frames.append(frame)
+    return frames
+
+
+def _read_headers(folder: Path) -> dict[str, list[_Slice]]:
+    """Image planes by SeriesInstanceUID: single-frame slices and enhanced multi-frame frames.
 
     Raises:
-        DataError: A ``.dcm`` file is unreadable, or the folder holds multi-frame files only:
-            their geometry lives in per-frame sequences this reader does not interpret.
+        DataError: A ``.dcm`` file is unreadable, or the folder holds only multi-frame files
+            without per-frame positions (nothing says where their frames lie).
     """
-    series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    multi_frame: list[tuple[Path, int]] = []
+    series: dict[str, list[_Slice]] = defaultdict(list)
+    unplaced: list[tuple[Path, int]] = []
     for file in (p for p in visible_entries(folder) if p.is_file()):
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
@@ -55,17 +111,22 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]
                 raise DataError(file, f"cannot read DICOM header ({_one_line(exc)})") from None
             continue  # README, DICOMDIR-like side files without a .dcm suffix
         if _frames(ds) > 1:
-            multi_frame.append((file, _frames(ds)))
+            frames = _frame_headers(ds)
+            if frames is None:
+                unplaced.append((file, _frames(ds)))
+            for i, frame in enumerate(frames or []):
+                series[str(frame.get("SeriesInstanceUID", ""))].append(_Slice(file, frame, i))
             continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             continue
-        series[str(ds.get("SeriesInstanceUID", ""))].append((file, ds))
-    if not series and multi_frame:
-        file, frames = multi_frame[0]
+        series[str(ds.get("SeriesInstanceUID", ""))].append(_Slice(file, ds))
+    if not series and unplaced:
+        file, frames = unplaced[0]
         raise DataError(
             file,
-            f"multi-frame DICOM ({frames} frames in one file) is not supported; convert the "
-            "series to NIfTI (e.g. with dcm2niix)",
+            f"multi-frame DICOM ({frames} frames in one file) without per-frame positions "
+            "(PerFrameFunctionalGroupsSequence) is not supported; convert the series to NIfTI "
+            "(e.g. with dcm2niix)",
         )
     return series
 
@@ -75,29 +136,39 @@ def list_dicom_series(folder: str | Path) -> list[str]:
     return sorted(_read_headers(Path(folder)))
 
 
-def _ordered_slices(folder: Path, slices: list[tuple[Path, pydicom.Dataset]]):
+def _ordered_slices(folder: Path, slices: list[_Slice]):
     """Sort slices along the normal; return them, the positions and the normal."""
-    iop = np.asarray(slices[0][1].ImageOrientationPatient, dtype=np.float64)
+    iop = np.asarray(slices[0].ds.ImageOrientationPatient, dtype=np.float64)
     row_cos, col_cos = iop[:3], iop[3:]
     normal = np.cross(row_cos, col_cos)
-    pixel_spacing = _pixel_spacing(*slices[0])
-    for file, ds in slices:
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), iop, atol=1e-4):
-            raise DataError(file, "ImageOrientationPatient differs from the rest of the series")
-        if not np.allclose(_pixel_spacing(file, ds), pixel_spacing, rtol=1e-4):
-            raise DataError(file, f"PixelSpacing {_pixel_spacing(file, ds)} differs from the "
-                                  f"rest of the series {pixel_spacing}")  # fmt: skip
+    pixel_spacing = _pixel_spacing(slices[0].name, slices[0].ds)
+    for s in slices:
+        if not np.allclose(np.asarray(s.ds.ImageOrientationPatient, dtype=float), iop, atol=1e-4):
+            raise DataError(s.name, "ImageOrientationPatient differs from the rest of the series")
+        if not np.allclose(_pixel_spacing(s.name, s.ds), pixel_spacing, rtol=1e-4):
+            raise DataError(s.name, f"PixelSpacing {_pixel_spacing(s.name, s.ds)} differs from "
+                                    f"the rest of the series {pixel_spacing}")  # fmt: skip
     positions = np.array(
-        [
-            float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
-            for _, ds in slices
-        ]
+        [float(np.dot(normal, np.asarray(s.ds.ImagePositionPatient, dtype=float))) for s in slices]
     )
     order = np.argsort(positions, kind="stable")
     return [slices[i] for i in order], positions[order], row_cos, col_cos
 
 
-def _pixel_spacing(file: Path, ds: pydicom.Dataset) -> tuple[float, float]:
+def _repeated_frames(slices: list[_Slice], positions: np.ndarray) -> None:
+    """Refuse a multi-frame file whose frames repeat positions: several time points, echoes or
+    stacks in one file, which one (D, H, W) volume cannot hold."""
+    frames = [s for s in slices if s.frame is not None]
+    if frames and len(np.unique(np.round(positions, 4))) < len(positions):
+        raise DataError(
+            frames[0].file,
+            f"{len(positions)} frames lie at {len(np.unique(np.round(positions, 4)))} positions "
+            "(time points, echoes or several stacks in one file); only one volume per series "
+            "is supported: split it (e.g. with dcm2niix)",
+        )
+
+
+def _pixel_spacing(file: str | Path, ds: pydicom.Dataset) -> tuple[float, float]:
     """(row spacing, column spacing) in mm: the distance between rows, then columns."""
     try:
         row, col = (float(v) for v in ds.PixelSpacing)
@@ -134,7 +205,8 @@ def read_dicom_series(
     """Read one DICOM series from a folder.
 
     Args:
-        folder: Folder with one file per slice (any file names).
+        folder: Folder with one file per slice (any file names), or with an enhanced
+            multi-frame file holding the series.
         series_uid: Which SeriesInstanceUID to read when the folder holds several.
 
     Returns:
@@ -142,7 +214,7 @@ def read_dicom_series(
 
     Raises:
         DataError: No slices, several series without ``series_uid``, inconsistent orientation,
-            duplicate or missing slices, unreadable pixel data.
+            duplicate or missing slices, frames that repeat positions, unreadable pixel data.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -157,33 +229,33 @@ def read_dicom_series(
     if uid not in series:
         raise DataError(folder, f"no series {uid!r} (has {sorted(series)})")
     slices, positions, row_cos, col_cos = _ordered_slices(folder, series[uid])
-    first = slices[0][1]
+    _repeated_frames(slices, positions)
+    first = slices[0].ds
     thickness = float(first.get("SliceThickness", 0) or 0)
     slice_step = _check_spacing(folder, positions, thickness)
 
-    planes = []
-    for file, _ in slices:
-        try:
-            ds = pydicom.dcmread(file)
-            pixels = ds.pixel_array.astype(np.float32)
-        except Exception as exc:
-            raise DataError(file, f"cannot decode pixel data ({_one_line(exc)})") from None
+    planes, decoded = [], {}  # decoded: each multi-frame file's frames, decoded once
+    for s in slices:
+        if s.file not in decoded:
+            decoded.clear()  # frames of one file sit together unless files interleave
+            decoded[s.file] = _decode(s.file)
+        pixels = decoded[s.file] if s.frame is None else decoded[s.file][s.frame]
         if pixels.ndim != 2:  # colour (SamplesPerPixel 3) would become a stack of channels
-            samples = ds.get("SamplesPerPixel")
-            raise DataError(file, f"expected one grey value per pixel, got pixel data of shape "
-                                  f"{pixels.shape} (SamplesPerPixel {samples})")  # fmt: skip
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+            raise DataError(s.name, f"expected one grey value per pixel, got pixel data of shape "
+                                    f"{pixels.shape} (SamplesPerPixel "
+                                    f"{pixels.shape[-1]})")  # fmt: skip
+        slope = float(s.ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(s.ds.get("RescaleIntercept", 0.0) or 0.0)
         planes.append(pixels * np.float32(slope) + np.float32(intercept))
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
         raise DataError(folder, f"slices have different sizes {sorted(shapes)}")
     volume = np.stack(planes)
 
-    row_spacing, col_spacing = _pixel_spacing(*slices[0])
+    row_spacing, col_spacing = _pixel_spacing(slices[0].name, first)
     if len(slices) > 1:
         first_pos = np.asarray(first.ImagePositionPatient, dtype=float)
-        last_pos = np.asarray(slices[-1][1].ImagePositionPatient, dtype=float)
+        last_pos = np.asarray(slices[-1].ds.ImagePositionPatient, dtype=float)
         slice_vec = (last_pos - first_pos) / (len(slices) - 1)
     else:
         slice_vec = np.cross(row_cos, col_cos) * slice_step
@@ -196,3 +268,11 @@ def read_dicom_series(
     header = {"series_uid": uid, "slice_thickness": thickness}
     geometry = Geometry(spacing, _LPS_TO_RAS @ lps, str(folder), header=header)
     return volume, geometry
+
+
+def _decode(file: Path) -> np.ndarray:
+    """A file's pixels as float32: ``(H, W)`` for a single frame, ``(frames, H, W)`` for more."""
+    try:
+        return pydicom.dcmread(file).pixel_array.astype(np.float32)
+    except Exception as exc:
+        raise DataError(file, f"cannot decode pixel data ({_one_line(exc)})") from None
