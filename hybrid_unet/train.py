@@ -32,7 +32,7 @@ from hybrid_unet.config.errors import ConfigError, describe_exception
 from hybrid_unet.config.schema import register_configs
 from hybrid_unet.config.validate import check_config
 from hybrid_unet.engine.signals import exit_on_sigterm
-from hybrid_unet.engine.sweep import check_same_job, finished_summary
+from hybrid_unet.engine.sweep import check_same_job, finished_summary, write_stopped_job
 
 register_configs()
 # Hydra imports every installed plugin; the Optuna sweeper's import logs alembic set-up at INFO.
@@ -92,6 +92,7 @@ def _train(cfg: DictConfig) -> float:
             return _diverged_job(trainer, exc)
         trainer.close()
         if multirun and trainer.stopping:  # a stop signal stops the sweep, not just this job
+            write_stopped_job(HydraConfig.get().sweep.dir)
             print("The sweep stops here; run the same command again to resume it.")
             raise SystemExit(130 if trainer.stopped_by == "SIGINT" else 143)
     except Exception as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -154,15 +154,23 @@ class SweepSummary(Callback):
 
     With jobs in this process (Hydra's basic launcher) the table is rewritten after every job,
     so a sweep that fails half-way (Hydra then skips the end callback) keeps the rows of the
-    jobs that finished before.
+    jobs that finished before, and a job that a stop signal ends (with the sweep) writes its
+    own row through :func:`write_stopped_job`.
     """
+
+    # This process's sweep (basic launcher): a stopped job exits before Hydra's job-end call.
+    in_process: ClassVar[SweepSummary | None] = None
 
     def __init__(self, filename: str = "sweep_summary.csv") -> None:
         self.filename = filename
         self.job_dirs: set[str] = set()  # this launch's jobs (empty when jobs run elsewhere)
 
-    def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
+    def on_job_start(self, config, **kwargs: Any) -> None:
+        in_process = OmegaConf.select(config, "hydra.launcher._target_") == _BASIC_LAUNCHER
+        SweepSummary.in_process = self if in_process else None
         self.job_dirs.add(str(Path(config.hydra.runtime.output_dir).resolve()))
+
+    def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
         if OmegaConf.select(config, "hydra.launcher._target_") == _BASIC_LAUNCHER:  # in-process
             self._write(Path(config.hydra.sweep.dir))
 
@@ -189,3 +197,10 @@ class SweepSummary(Callback):
             writer.writeheader()
             writer.writerows(rows)
         return path, rows
+
+
+def write_stopped_job(sweep_dir: str | Path) -> None:
+    """Rewrite the in-process sweep's table with the job a stop signal ends (its summary.json
+    says ``complete: false``): Hydra skips the job-end callback for a job that exits."""
+    if SweepSummary.in_process is not None:
+        SweepSummary.in_process._write(Path(sweep_dir))

@@ -88,6 +88,9 @@ def test_a_stop_signal_stops_the_whole_sweep(tmp_path, monkeypatch):
     sweep_dir = tmp_path / "runs" / "multirun" / "stop"
     assert (sweep_dir / "0" / "checkpoints" / "last.pt").exists()
     assert not (sweep_dir / "1").exists()  # the second job never started
+    with open(sweep_dir / "sweep_summary.csv") as f:  # the stopped job's row, unfinished
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["complete"], r["epochs"]) for r in rows] == [("0", "False", "0")]
 
 
 def test_a_diverging_job_is_one_result_of_the_sweep_not_its_end(tmp_path):

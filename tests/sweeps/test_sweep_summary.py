@@ -21,8 +21,11 @@ def test_a_relative_runs_dir_still_gets_its_summary(tmp_path, monkeypatch):
         folder = tmp_path / "runs" / "multirun" / "s" / job
         folder.mkdir(parents=True)
         (folder / "summary.json").write_text(json.dumps({"best_mean_dice": 0.5, "complete": True}))
-        callback.on_job_end(OmegaConf.create({"hydra": {"runtime": {"output_dir": str(folder)}}}),
-                            None)  # fmt: skip
+        job = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(folder)}}})
+        callback.on_job_start(job)
+        callback.on_job_end(job, None)
+    (tmp_path / "runs" / "multirun" / "s" / "9").mkdir()  # an earlier, larger sweep's job
+    (tmp_path / "runs" / "multirun" / "s" / "9" / "summary.json").write_text("{}")
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": "runs/multirun/s"}}}))
     with open(tmp_path / "runs" / "multirun" / "s" / "sweep_summary.csv") as f:
         assert [row["job"] for row in csv.DictReader(f)] == ["0", "1"]
