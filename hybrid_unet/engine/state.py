@@ -28,6 +28,9 @@ class TrainState:
     early_stop_best: float | None = None
     bad_steps_in_row: int = 0  # consecutive non-finite steps
     stop_reason: str = ""  # why the run ended early ("" while running or after max_epochs)
+    # Saved mid-epoch: each rank's [epoch_loss_sum, epoch_skipped] (rank 0 alone writes the
+    # checkpoint), so every rank of a resumed torchrun run finishes its own epoch mean.
+    rank_epoch_losses: list = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -150,7 +150,7 @@ class Trainer:
                         p.requires_grad_(state.epoch >= t["freeze_encoder_epochs"])
                     grad_norm = self.train_epoch(batches, stop)
                     if self.stopping and state.epoch_steps < t["steps_per_epoch"]:
-                        self.save_last()  # mid-epoch: resume continues here
+                        self.save_mid_epoch()  # resume continues here
                         break
                     self.end_epoch(val_cases, grad_norm)
             except CheckpointWriteError as exc:
@@ -400,6 +400,12 @@ class Trainer:
         budget = self.t["max_time_minutes"]
         return budget is not None and self.state.elapsed_seconds >= 60.0 * budget
 
+    def save_mid_epoch(self) -> None:
+        """``last.pt`` part-way through an epoch, with every rank's share of the epoch's loss."""
+        s = self.state
+        s.rank_epoch_losses = gather_lists([[s.epoch_loss_sum, s.epoch_skipped]], self.dist)
+        self.save_last()
+
     def save_last(self, metrics: dict[str, float] | None = None) -> None:
         """``last.pt`` (rank 0 only)."""
         if self.dist.is_main:
@@ -445,6 +451,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(ckpt.get("ema") or unwrap_model(self.model).state_dict())
         self.state.load_state_dict(ckpt["state"])
+        shares, self.state.rank_epoch_losses = self.state.rank_epoch_losses, []
+        if len(shares) == self.dist.world_size:  # a mid-epoch checkpoint: this rank's own share
+            self.state.epoch_loss_sum, self.state.epoch_skipped = shares[self.dist.rank]
         self._apply_horizon(horizons)
         set_rng_state(ckpt["rng"])
         print(f"Resumed from {path} at epoch {self.state.epoch}, step {self.state.step}.")
