@@ -4,7 +4,7 @@
   ``case_0001.nii.gz`` form one case when their suffixes run exactly 0000..n-1; any other
   ``_NNNN`` suffix is part of the case name);
 * a DICOM series folder, or a folder whose subfolders are series (one case per series; NIfTI
-  files beside them are cases too);
+  files beside them are cases too), or one ``.dcm`` file (an enhanced multi-frame series);
 * an HDF5 file (one case per group, layout of :mod:`hybrid_unet.data.io.hdf5`), or a folder
   holding such files beside the other scans;
 * a NumPy ``.npy`` (spacing from its ``.json`` sidecar) or ``.npz`` file, or a folder of them
@@ -151,6 +151,7 @@ _FILE_KINDS: dict[str, Callable[[Path], list[CaseRecord]]] = {
     ".npz": lambda p: [_one_case(p)],
     ".h5": _hdf5_cases,
     ".hdf5": _hdf5_cases,
+    ".dcm": lambda p: [_one_case(p)],  # an enhanced multi-frame file holds a whole series
 }
 SPLITS = ("test", "training", "val")
 
@@ -178,7 +179,8 @@ def find_cases(
     elif source.is_file():
         kind = next((k for k in _FILE_KINDS if source.name.lower().endswith(k)), None)
         if kind is None:
-            raise DataError(source, "unknown input (NIfTI, HDF5, NumPy, dataset.json or a folder)")
+            raise DataError(source, "unknown input (NIfTI, HDF5, NumPy, .dcm, dataset.json or a "
+                                    "folder)")  # fmt: skip
         cases = _FILE_KINDS[kind](source)
     else:
         raise DataError(source, "no such file or folder")

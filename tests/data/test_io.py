@@ -274,6 +274,16 @@ def test_enhanced_multi_frame_dicom_reads_as_its_single_frame_series(
     assert geo.spacing == pytest.approx(series_geo.spacing) == (2.0, 0.5, 0.5)
 
 
+def test_an_enhanced_dicom_file_reads_as_its_folder(tmp_path, enhanced_dicom_writer):
+    planes = [(np.full((4, 3), z), [0.0, 0.0, 2.0 * z]) for z in range(3)]
+    enhanced_dicom_writer(tmp_path / "s" / "IM0001.dcm", planes)
+    image, geo = read_image(tmp_path / "s" / "IM0001.dcm")
+    folder_image, folder_geo = read_image(tmp_path / "s")
+    np.testing.assert_array_equal(image, folder_image)
+    np.testing.assert_allclose(geo.affine, folder_geo.affine)
+    assert image[0, :, 0, 0].tolist() == [0, 1, 2]
+
+
 def test_enhanced_dicom_with_repeated_positions_is_refused(tmp_path, enhanced_dicom_writer):
     """Two time points of 3 slices in one file: 6 frames at 3 positions."""
     plane = np.zeros((4, 3))

@@ -185,6 +185,28 @@ def _predict_in_process(overrides: list[str]) -> dict:
     return run_prediction(check_predict_config(cfg))
 
 
+def test_an_enhanced_dicom_file_is_one_scan_as_its_folder_is(tiny_run, tmp_path):
+    """``input=`` one ``.dcm`` file: an enhanced multi-frame series, predicted as its folder."""
+    from hybrid_unet.data.io import read_label
+    from tests.data.conftest import write_enhanced_dicom
+
+    volume = (phantom(4) * 100 + 500).astype(np.uint16)  # (D, H, W) = (14, 40, 30)
+    # A sagittal series: rows along y, columns down z, slices stepping along -x (the normal).
+    planes = [(volume[d], [-12.5 - SPACING[0] * d, 30.0, 7.25]) for d in range(len(volume))]
+    scan = tmp_path / "series" / "IM0001.dcm"
+    write_enhanced_dicom(scan, planes[::-1], spacing=SPACING, orientation=(0, 1, 0, 0, 0, -1))
+    for source, out in ((scan, tmp_path / "file"), (scan.parent, tmp_path / "folder")):
+        summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={source}",
+                                       f"output={out}"])  # fmt: skip
+        assert not summary["failed"] and len(summary["cases"]) == 1
+    image, geometry = read_image(scan)
+    label, written = read_label(tmp_path / "file" / "IM0001.nii.gz")
+    assert label.shape == image.shape[1:] == (14, 40, 30)
+    np.testing.assert_allclose(written.affine, geometry.affine, atol=1e-4)
+    same, _ = read_label(tmp_path / "folder" / "series.nii.gz")
+    np.testing.assert_array_equal(label, same)
+
+
 def test_hdf5_and_dataset_json_inputs(tiny_run, tmp_path):
     h5 = tmp_path / "cases.h5"
     for i in range(2):

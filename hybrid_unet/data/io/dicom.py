@@ -95,7 +95,8 @@ def _frame_headers(ds: pydicom.Dataset) -> list[pydicom.Dataset] | None:
 
 
 def _read_headers(folder: Path) -> dict[str, list[_Slice]]:
-    """Image planes by SeriesInstanceUID: single-frame slices and enhanced multi-frame frames.
+    """Image planes by SeriesInstanceUID: single-frame slices and enhanced multi-frame frames
+    of the files in ``folder`` (or of ``folder`` itself when it is a file).
 
     Raises:
         DataError: A ``.dcm`` file is unreadable, or the folder holds only multi-frame files
@@ -103,7 +104,8 @@ def _read_headers(folder: Path) -> dict[str, list[_Slice]]:
     """
     series: dict[str, list[_Slice]] = defaultdict(list)
     unplaced: list[tuple[Path, int]] = []
-    for file in (p for p in visible_entries(folder) if p.is_file()):
+    files = [folder] if folder.is_file() else [p for p in visible_entries(folder) if p.is_file()]
+    for file in files:
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as exc:
@@ -206,7 +208,7 @@ def read_dicom_series(
 
     Args:
         folder: Folder with one file per slice (any file names), or with an enhanced
-            multi-frame file holding the series.
+            multi-frame file holding the series; or such a file itself.
         series_uid: Which SeriesInstanceUID to read when the folder holds several.
 
     Returns:
@@ -217,7 +219,7 @@ def read_dicom_series(
             duplicate or missing slices, frames that repeat positions, unreadable pixel data.
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
         raise DataError(folder, "DICOM series folder not found")
     series = _read_headers(folder)
     if not series:

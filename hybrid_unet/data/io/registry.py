@@ -48,12 +48,12 @@ def known_suffix(name: str) -> str | None:
 
 
 def _format(path: Path) -> str:
-    if path.is_dir():
+    if path.is_dir() or path.name.lower().endswith(".dcm"):  # a series, or one file of it
         return "/"
     if suffix := known_suffix(path.name):
         return suffix.lower()
     known = ", ".join(s for s in IMAGE_READERS if s != "/")
-    raise DataError(path, f"unknown image format (known: {known}, or a DICOM folder)")
+    raise DataError(path, f"unknown image format (known: {known}, or a DICOM folder or .dcm)")
 
 
 def reader_for(path: str | Path, label: bool = False) -> Reader:
