@@ -46,6 +46,10 @@ _FRAME_MACROS = {
     "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness"),
     "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept"),
 }
+# Top-level attributes a frame takes unless its functional groups say otherwise (never the
+# position: a frame's position is its own).
+_TOP_LEVEL = ("SeriesInstanceUID", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+              "RescaleSlope", "RescaleIntercept")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def _frame_headers(ds: pydicom.Dataset) -> list[pydicom.Dataset] | None:
     frames = []
     for item in per_frame:
         frame = pydicom.Dataset()
-        for keyword in ("SeriesInstanceUID", "RescaleSlope", "RescaleIntercept"):
+        for keyword in _TOP_LEVEL:
             if keyword in ds:
                 setattr(frame, keyword, ds[keyword].value)
         for group in (shared[0], item):  # a per-frame value overrides the shared one
