@@ -1,7 +1,7 @@
 """Score predicted label maps against references, per case and per class.
 
     python -m hybrid_unet.evaluate PREDICTIONS REFERENCES --num-classes K [--out DIR]
-        [--decide-postprocessing RUN_DIR]
+        [--decide-postprocessing RUN_DIR] [--ignore-label N]
 
 Both are folders of NIfTI label maps matched by case name (the file name less ``.nii`` or
 ``.nii.gz``: predict's ``case.nii.gz`` meets a reference ``case.nii``); distances use each
@@ -13,6 +13,9 @@ cases where it is defined; and the mean over foreground classes), and prints the
 run's validation cases) also decides, per class, whether keeping the largest connected
 component raises the mean Dice, and stores the decision in ``RUN_DIR/postprocessing.json``,
 which ``predict`` then applies (``largest_component=auto``).
+
+``--ignore-label N`` (nnU-Net's ignore label): reference voxels of value ``N`` were never
+annotated, so they count for no class in any metric.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
             return f"{folder} does not exist or is not a folder"
     if args.num_classes < 2:
         return f"--num-classes counts the background and must be >= 2, got {args.num_classes}"
+    if args.ignore_label is not None and args.ignore_label < args.num_classes:
+        return (f"--ignore-label {args.ignore_label} is one of the --num-classes "
+                f"{args.num_classes} classes; it must be above them")  # fmt: skip
     if args.out and (problem := output_dir_problem(args.out, "--out")):
         return problem
     if args.out and (foreign := _foreign_summary(args.out / "summary.json")):
@@ -123,13 +129,16 @@ def _unmatched_problem(unmatched: list[Path], references: Path) -> str:
 
 
 def read_pair(
-    pred_path: Path, ref_path: Path, num_classes: int
+    pred_path: Path, ref_path: Path, num_classes: int, ignore_label: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, Geometry]:
-    """A prediction, its reference and the reference's geometry.
+    """A prediction, its reference and the reference's geometry. Where the reference holds
+    ``ignore_label`` (unannotated voxels) both maps are set to background: those voxels count
+    for no class.
 
     Raises:
         DataError: Naming the file, when the two do not share a grid (shape, spacing up to a
-            relative 1e-3, affine) or either holds a label outside ``[0, num_classes)``.
+            relative 1e-3, affine) or either holds a label outside ``[0, num_classes)`` (the
+            reference: or ``ignore_label``).
     """
     from hybrid_unet.data.io import read_label
 
@@ -140,12 +149,14 @@ def read_pair(
     grid = geometry_problem("prediction", ref_geo, pred_geo, f"reference {ref_path}")
     if grid:
         raise DataError(pred_path, grid)
-    for path, labels in ((pred_path, pred), (ref_path, ref)):
+    annotated = ref != ignore_label if ignore_label is not None else np.ones(ref.shape, bool)
+    for path, labels in ((pred_path, pred), (ref_path, np.where(annotated, ref, 0))):
         bad = int((labels >= num_classes).sum())  # read_label returns uint8: never negative
         if bad:
             raise DataError(path, f"{bad} voxels hold labels outside [0, {num_classes}) (largest "
-                                  f"{labels.max()}); is --num-classes right?")  # fmt: skip
-    return pred, ref, ref_geo
+                                  f"{labels.max()}); is --num-classes right (or is it an "
+                                  "ignore label: --ignore-label)?")  # fmt: skip
+    return np.where(annotated, pred, 0), np.where(annotated, ref, 0), ref_geo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, required=True, help="K, background included")
     parser.add_argument("--metrics", default="dice,iou,precision,recall,hd95,nsd")
     parser.add_argument("--tolerance-mm", type=float, default=1.0)
+    parser.add_argument("--ignore-label", type=int, metavar="N",
+                        help="reference value of unannotated voxels (nnU-Net's ignore label), "
+                             "left out of every metric")  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder for metrics.csv and summary.json")
     parser.add_argument("--decide-postprocessing", type=Path, metavar="RUN_DIR",
                         help="decide and store largest-component post-processing for a run")  # fmt: skip
@@ -186,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     per_case, pairs = {}, []
     try:
         for pred_path in preds:
-            pred, ref, geometry = read_pair(pred_path, refs[_case(pred_path)], args.num_classes)
+            pred, ref, geometry = read_pair(pred_path, refs[_case(pred_path)], args.num_classes,
+                                            args.ignore_label)  # fmt: skip
             per_case[pred_path.name] = case_metrics(pred, ref, args.num_classes, geometry.spacing,
                                                     names, args.tolerance_mm)  # fmt: skip
             if args.decide_postprocessing:

@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{layout.root}: {layout.kind} layout, {len(layout.cases)} labelled cases")
-    print(f"labels: {layout.labels}  modality: {layout.modality}")
+    ignore = layout.ignore_label
+    print(f"labels: {layout.labels}  modality: {layout.modality}"
+          + (f"  ignore label: {ignore}" if ignore is not None else ""))  # fmt: skip
     start = time.perf_counter()
-    problems = collect_problems(
-        layout.cases, list(layout.labels) or None, args.workers, len(layout.modality) or None
-    )
+    values = [*layout.labels, *([] if ignore is None else [ignore])] or None
+    problems = collect_problems(layout.cases, values, args.workers, len(layout.modality) or None)
     print(f"checked {len(layout.cases)} cases in {time.perf_counter() - start:.1f}s")
     if not layout.cases:
         problems.append("no labelled cases found")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     print("no problems found")
     if args.no_plan:
         return 0
-    fp = compute_fingerprint(layout.cases, layout.modality, args.workers)
+    fp = compute_fingerprint(layout.cases, layout.modality, args.workers, ignore)
     print(f"median shape {fp.median_shape.tolist()}  median spacing {fp.median_spacing.tolist()}")
     print(f"foreground intensity {fp.intensity}")
     print(f"class frequencies {fp.class_frequencies}")

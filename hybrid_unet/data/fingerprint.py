@@ -62,12 +62,16 @@ class Fingerprint:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _case_stats(job: tuple[CaseRecord, int]) -> dict:
-    record, seed = job
+def _case_stats(job: tuple[CaseRecord, int, int | None]) -> dict:
+    record, seed, ignore_label = job
     image, label, geometry = read_case(record)
     image, label, _ = crop_to_nonzero(image, label)
     rng = np.random.default_rng(seed)
-    fg = label > 0 if label is not None else np.ones(image.shape[1:], bool)
+    fg = (
+        (label > 0) & (label != ignore_label)
+        if label is not None
+        else np.ones(image.shape[1:], bool)
+    )
     fg_idx = np.flatnonzero(fg)
     take = rng.choice(fg_idx, min(SAMPLES_PER_CASE, fg_idx.size), replace=False)
     samples = image.reshape(image.shape[0], -1)[:, take]
@@ -81,7 +85,10 @@ def _case_stats(job: tuple[CaseRecord, int]) -> dict:
 
 
 def compute_fingerprint(
-    records: list[CaseRecord], modality: dict[int, str] | None = None, num_workers: int = 0
+    records: list[CaseRecord],
+    modality: dict[int, str] | None = None,
+    num_workers: int = 0,
+    ignore_label: int | None = None,
 ) -> Fingerprint:
     """Read every case once and summarise it.
 
@@ -89,8 +96,9 @@ def compute_fingerprint(
         records: Cases to measure (validated beforehand).
         modality: Channel index -> name from ``dataset.json``.
         num_workers: Processes (0 or 1: in this process).
+        ignore_label: Unannotated voxels' label value: not foreground intensities.
     """
-    jobs = [(r, i) for i, r in enumerate(records)]
+    jobs = [(r, i, ignore_label) for i, r in enumerate(records)]
     if num_workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(num_workers) as pool:
             stats = list(pool.map(_case_stats, jobs, chunksize=8))

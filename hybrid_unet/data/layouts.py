@@ -9,8 +9,10 @@ Supported:
   nnU-Net v1 conversion) is read channel by channel.
 * **nnU-Net v2**: ``dataset.json`` with ``channel_names``, ``labels`` ``{"background": 0, ...}``,
   ``numTraining`` and ``file_ending``; ``imagesTr/<case>_<XXXX><file_ending>`` per channel and
-  ``labelsTr/<case><file_ending>``, or the files each case lists under ``dataset``. Region
-  labels (lists) and the ``ignore`` label are refused: they need a loss this project lacks.
+  ``labelsTr/<case><file_ending>``, or the files each case lists under ``dataset``. The
+  ``ignore`` label (voxels not annotated; it must be the highest value) is left out of the
+  classes, of the loss and of every metric. Region labels (lists) are refused: they need
+  per-region sigmoid outputs this project lacks.
 * **HDF5**: one ``.h5`` file in the layout of :mod:`hybrid_unet.data.io.hdf5`; optional root
   attributes ``labels`` and ``modality`` hold the same JSON dicts as a Decathlon file.
 """
@@ -55,6 +57,7 @@ class DatasetLayout:
         cases: Labelled training cases, sorted by name.
         labels: Class value -> name, background included.
         modality: Channel index -> modality name (``"CT"``, ``"MRI"``, ...).
+        ignore_label: Value of voxels left unannotated (nnU-Net v2's ``ignore``), or None.
     """
 
     root: Path
@@ -62,6 +65,7 @@ class DatasetLayout:
     cases: list[CaseRecord]
     labels: dict[int, str] = field(default_factory=dict)
     modality: dict[int, str] = field(default_factory=dict)
+    ignore_label: int | None = None
 
     @property
     def meta_file(self) -> Path:
@@ -154,13 +158,13 @@ def _decathlon(root: Path, meta: dict) -> DatasetLayout:
     return DatasetLayout(root, "decathlon", sorted(cases, key=lambda c: c.name), labels, modality)
 
 
-def _nnunetv2_labels(meta_file: Path, value: object) -> dict[int, str]:
-    """``{"background": 0, ...}`` as ``{0: "background"}``; nnU-Net's region labels (lists)
-    and its ``ignore`` label (voxels left out of the loss) are refused: trained as ordinary
-    classes they would be learned wrong without a word."""
+def _nnunetv2_labels(meta_file: Path, value: object) -> tuple[dict[int, str], int | None]:
+    """``{"background": 0, ...}`` as ``{0: "background"}``, and the ``ignore`` label's value
+    (None without one). Region labels (lists) are refused: trained as ordinary classes they
+    would be learned wrong without a word."""
     if not isinstance(value, dict):
         raise DataError(meta_file, "'labels' must map names to integer values")
-    labels = {}
+    labels, ignore = {}, None
     for name, number in value.items():
         if isinstance(number, list | tuple):
             raise DataError(meta_file, f"label {name!r} is a region {number} (a list of values): "
@@ -168,11 +172,13 @@ def _nnunetv2_labels(meta_file: Path, value: object) -> dict[int, str]:
         if not isinstance(number, int) or isinstance(number, bool):
             raise DataError(meta_file, f"label {name!r} must be an integer, got {number!r}")
         if name == "ignore":
-            raise DataError(meta_file, f"label 'ignore' = {number}: nnU-Net's ignore label "
-                                       "(voxels left out of the loss) is not supported; relabel "
-                                       "those voxels or remove the entry")  # fmt: skip
-        labels[number] = name
-    return labels
+            ignore = number
+        else:
+            labels[number] = name
+    if ignore is not None and labels and ignore <= max(labels):
+        raise DataError(meta_file, f"label 'ignore' = {ignore} must be above every class value "
+                                   f"(the highest is {max(labels)}), as in nnU-Net")  # fmt: skip
+    return labels, ignore
 
 
 def _nnunetv2_listed(root: Path, listed: object) -> list[CaseRecord]:
@@ -200,7 +206,7 @@ def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
         raise DataError(meta_file, f"file_ending {ending!r} is not a format this project reads "
                                    f"(known: {', '.join(known)})")  # fmt: skip
     channels = _index_map(meta_file, meta, "channel_names")
-    labels = _nnunetv2_labels(meta_file, meta.get("labels", {}))
+    labels, ignore = _nnunetv2_labels(meta_file, meta.get("labels", {}))
     label_dir = root / "labelsTr"
     if "dataset" in meta:  # nnU-Net's explicit list of files, in place of the folder scan
         cases = _nnunetv2_listed(root, meta["dataset"])
@@ -220,7 +226,7 @@ def _nnunetv2(root: Path, meta: dict) -> DatasetLayout:
             raise DataError(meta_file, f"numTraining={expected} but 'dataset' lists {len(cases)}")
         raise DataError(label_dir, f"dataset.json says numTraining={expected}, found "
                                    f"{len(cases)} label file(s) ending in {ending!r}")  # fmt: skip
-    return DatasetLayout(root, "nnunetv2", cases, labels, channels)
+    return DatasetLayout(root, "nnunetv2", cases, labels, channels, ignore)
 
 
 def _hdf5(root: Path) -> DatasetLayout:

@@ -35,18 +35,22 @@ class CaseCache:
         if name not in self._cases:
             case = self.source.load(name)
             self._cases[name] = case
-            self._fg[name] = _foreground_locations(case.label, name)
+            ignore = getattr(self.source, "ignore_label", None)
+            self._fg[name] = _foreground_locations(case.label, name, ignore)
         return self._cases[name], self._fg[name]
 
 
-def _foreground_locations(label: np.ndarray | None, name: str) -> list[np.ndarray]:
-    """Up to ``_MAX_FG_LOCATIONS`` voxel coordinates per foreground class present in ``label``."""
+def _foreground_locations(
+    label: np.ndarray | None, name: str, ignore_label: int | None = None
+) -> list[np.ndarray]:
+    """Up to ``_MAX_FG_LOCATIONS`` voxel coordinates per foreground class present in ``label``
+    (not the unannotated voxels of ``ignore_label``)."""
     if label is None:
         return []
     rng = np.random.default_rng(zlib.crc32(name.encode()))  # str hash() differs per process
     locations = []
     for cls in np.unique(label):
-        if cls == 0:
+        if cls == 0 or cls == ignore_label:
             continue
         coords = np.argwhere(label == cls)
         if len(coords) > _MAX_FG_LOCATIONS:

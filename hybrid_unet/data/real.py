@@ -52,6 +52,7 @@ class DatasetSource:
 
     Attributes:
         layout: The detected :class:`~hybrid_unet.data.layouts.DatasetLayout`.
+        ignore_label: Label value of unannotated voxels (nnU-Net v2's ``ignore``), or None.
         fingerprint: The dataset :class:`~hybrid_unet.data.fingerprint.Fingerprint`.
         plan: The :class:`~hybrid_unet.data.planning.Plan` used for preprocessing.
         dataset_dir: Cache folder of this dataset (fingerprint and one folder per plan).
@@ -75,6 +76,7 @@ class DatasetSource:
         num_channels = len(self.layout.modality) or None
         declared = len(self.layout.labels) or None
         self.num_classes = int(num_classes or declared or 0)
+        self.ignore_label = self.layout.ignore_label
         if self.num_classes < 2:
             raise DataError(root, "num_classes unknown: declare 'labels' or pass num_classes")
         if label_values is None:
@@ -86,6 +88,12 @@ class DatasetSource:
                 f"{self.num_classes}: set data.num_classes={max(label_values) + 1}, or remove "
                 "the labels no case uses from the file",
             )
+        if self.ignore_label is not None:
+            if self.ignore_label < self.num_classes:
+                raise DataError(self.layout.meta_file, f"label 'ignore' = {self.ignore_label} is "
+                                f"one of the data.num_classes={self.num_classes} classes: set "
+                                f"data.num_classes={max(label_values) + 1}")  # fmt: skip
+            label_values = [*label_values, self.ignore_label]  # a value the labels may hold
 
         listing = json.dumps([[r.name, *map(str, r.images), str(r.label)] for r in records])
         digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
@@ -100,7 +108,9 @@ class DatasetSource:
             if validate:
                 validate_dataset(records, label_values, num_workers, root, num_channels)
                 validated = True
-            self.fingerprint = compute_fingerprint(records, self.layout.modality, num_workers)
+            self.fingerprint = compute_fingerprint(
+                records, self.layout.modality, num_workers, self.ignore_label
+            )
             self.fingerprint.to_json(fp_path)
         self.plan: Plan = plan_experiment(
             self.fingerprint, memory_budget_voxels, _plain(plan_overrides)

@@ -32,6 +32,7 @@ class TrainingData:
     train_names: list[str]
     val_names: list[str]
     plan: dict | None = None
+    ignore_label: int | None = None  # unannotated voxels: out of the loss and the metrics
 
 
 def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
@@ -88,6 +89,11 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     for key in ("patch_size", "batch_size"):
         if data[key] is None:
             raise ConfigError([f"config key 'data.{key}' is null and the data source has no plan"])
+    ignore = getattr(source, "ignore_label", None)
+    if ignore is not None:
+        filled = fill_ignore_index(cfg["loss"], ignore)
+        print(f"The dataset's ignore label {ignore} is left out of the loss and the metrics"
+              + (f" (taken from the dataset: {', '.join(filled)})" if filled else ""))  # fmt: skip
     names = source.case_names()
     splits = load_or_create_splits(
         run_dir / "splits.json", names, data["num_folds"], data["split_seed"]
@@ -103,7 +109,39 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
               f"fold {data['fold']} are training cases too, so validation Dice is no accuracy "
               "estimate.")  # fmt: skip
     plan_dict = dataclasses.asdict(plan) if plan is not None else None
-    return TrainingData(source, train_names=train, val_names=val, plan=plan_dict)
+    return TrainingData(source, train, val, plan_dict, ignore)
+
+
+def fill_ignore_index(loss: dict, value: int, key: str = "loss") -> list[str]:
+    """Set ``ignore_index`` to the dataset's ignore label on ``loss`` and, for a loss made of
+    terms (``losses``), on each term; returns the dotted keys that were null.
+
+    Raises:
+        ConfigError: A loss that cannot leave voxels out (no ``ignore_index`` argument and no
+            terms), or one whose ``ignore_index`` is set to another value.
+    """
+    from omegaconf import DictConfig, open_dict
+
+    if "ignore_index" not in inspect.signature(get_object(loss["_target_"])).parameters:
+        if not isinstance(loss.get("losses"), dict | DictConfig):
+            raise ConfigError([f"config key '{key}': {loss['_target_']} cannot leave out the "
+                               f"dataset's ignore label {value} (it takes no ignore_index): "
+                               "choose a loss that does, e.g. loss=dice_ce"])  # fmt: skip
+        terms = loss["losses"]
+        return [k for name in terms for k in fill_ignore_index(terms[name], value,
+                                                               f"{key}.losses.{name}")]  # fmt: skip
+    current = loss.get("ignore_index")
+    if current is not None and current != value:
+        raise ConfigError([f"config key '{key}.ignore_index' is {current} but the dataset's "
+                           f"ignore label is {value}: leave it null"])  # fmt: skip
+    if current is not None:
+        return []
+    if isinstance(loss, DictConfig):
+        with open_dict(loss):
+            loss["ignore_index"] = value
+    else:
+        loss["ignore_index"] = value
+    return [f"{key}.ignore_index"]
 
 
 def build_augmentation(node: dict | None, plan: dict | None):

@@ -307,7 +307,7 @@ class Trainer:
             self.t["precision"] if self.t["precision"] != "fp16" else "fp32",
             self.t["val_overlap"], self.t["val_sw_batch_size"], tuple(names),
             self.t["val_tolerance_mm"], lambda cases: gather_lists(cases, self.dist),
-            self.val_mirror_axes,
+            self.val_mirror_axes, self.data.ignore_label,
         )  # fmt: skip
 
     def panels(self, cases: list) -> dict[str, np.ndarray]:

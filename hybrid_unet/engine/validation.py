@@ -52,6 +52,7 @@ def validate(
     tolerance_mm: float = 1.0,
     gather=None,
     mirror_axes: tuple[int, ...] = (),
+    ignore_label: int | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Per-class metrics over whole ``cases``, with the cases' own voxel spacing.
 
@@ -63,6 +64,7 @@ def validate(
         :mod:`hybrid_unet.metrics`). ``mirror_axes`` averages over the flips of each window
         along those axes (:func:`predict_case`). With ``gather`` (data parallel: each rank
         holds a share of the cases) the per-case metrics of every rank are pooled first.
+        Voxels labelled ``ignore_label`` (unannotated) count for no class.
     """
     was_training = model.training
     model.eval()
@@ -70,9 +72,8 @@ def validate(
     for case in cases:
         probs = predict_case(model, case.image, num_classes, patch_size, device, precision,
                              overlap, sw_batch_size, mirror_axes)  # fmt: skip
-        values = case_metrics(
-            probs.argmax(0), case.label, num_classes, case.spacing, metrics, tolerance_mm
-        )
+        values = case_metrics(probs.argmax(0), case.label, num_classes, case.spacing, metrics,
+                              tolerance_mm, ignore_label)  # fmt: skip
         rows.append({"case": case.name, **values})
     model.train(was_training)
     rows = gather(rows) if gather is not None else rows

@@ -150,6 +150,7 @@ def case_metrics(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     names: Iterable[str] = METRICS,
     tolerance_mm: float = 1.0,
+    ignore_label: int | None = None,
 ) -> dict[str, float]:
     """Metrics of one case for every foreground class.
 
@@ -160,6 +161,8 @@ def case_metrics(
         spacing: Voxel size in mm per axis, ``(sd, sh, sw)``, in the arrays' axis order.
         names: Any of ``"dice", "iou", "precision", "recall", "hd95", "nsd"``.
         tolerance_mm: NSD tolerance in mm.
+        ignore_label: Reference value of unannotated voxels: there both maps count as
+            background, so those voxels add no true or false positive and no surface.
 
     Returns:
         ``{f"{name}_{c}": value}`` for each name and class ``c`` in ``1..K-1``, e.g.
@@ -172,6 +175,9 @@ def case_metrics(
     if isinstance(ref, torch.Tensor):
         ref = ref.detach().cpu().numpy()
     pred, ref = np.asarray(pred), np.asarray(ref)
+    if ignore_label is not None:
+        annotated = ref != ignore_label
+        pred, ref = np.where(annotated, pred, 0), np.where(annotated, ref, 0)
     if len(spacing) != pred.ndim or any(s <= 0 for s in spacing):
         raise ValueError(f"spacing must be {pred.ndim} positive numbers, got {tuple(spacing)}")
     if tolerance_mm < 0:

@@ -86,6 +86,13 @@ def test_nnunetv2_layout(tmp_path):
     validate_dataset(layout.cases, layout.labels)
 
 
+def test_nnunetv2_ignore_label_is_kept_apart_from_the_classes(tmp_path):
+    """It was refused; now its voxels are left out of the loss and the metrics."""
+    root = _nnunetv2_dataset(tmp_path / "Dataset005", labels={"background": 0, "x": 1, "ignore": 2})
+    layout = detect_layout(root)
+    assert layout.labels == {0: "background", 1: "x"} and layout.ignore_label == 2
+
+
 def test_nnunetv2_layout_with_uncompressed_nifti(tmp_path):
     layout = detect_layout(_nnunetv2_dataset(tmp_path / "Dataset002", ending=".nii"))
     assert [p.name for p in layout.cases[0].images] == ["a_0000.nii", "a_0001.nii"]
@@ -104,15 +111,15 @@ def test_nnunetv2_layout_with_uncompressed_nifti(tmp_path):
             "label 'whole' is a region [1, 2] (a list of values): region-based training is not",
         ),
         (
-            {"labels": {"background": 0, "x": 1, "ignore": 2}},
-            "label 'ignore' = 2: nnU-Net's ignore label (voxels left out of the loss) is not",
+            {"labels": {"background": 0, "ignore": 1, "x": 2}},
+            "label 'ignore' = 1 must be above every class value (the highest is 2)",
         ),
     ],
 )
 def test_nnunetv2_features_we_do_not_read_are_refused_naming_the_file(tmp_path, meta, message):
     """Was: numTraining "2" said 'numTraining=2, found 2'; file_ending .mha said 'found 0'
-    (or failed every file); string values were called region labels; an 'ignore' label was
-    trained as an ordinary class without a word."""
+    (or failed every file); string values were called region labels; an 'ignore' label below
+    a class value (nnU-Net's rule: it is the highest) is refused."""
     root = _nnunetv2_dataset(tmp_path / "Dataset003", **meta)
     with pytest.raises(DataError, match=re.escape(message)) as err:
         detect_layout(root)
