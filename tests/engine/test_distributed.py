@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,12 +48,17 @@ def _torchrun(args: list[str], runs_dir, pythonpath: str | None = None):
 
     One fresh try more when a rank died in gloo with "terminate called without an active
     exception" (SIGABRT): seen once in ~10 full-suite runs on this 2-core machine, never
-    reproduced alone; any other failure is returned at once.
+    reproduced alone; any other failure is returned at once. The retry first removes the run
+    dirs the failed try created (a resume's dir existed before and stays: it resumes again).
     """
     env = {**os.environ, "HYBRID_UNET_RUNS": str(runs_dir), "WANDB_MODE": "offline"}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([pythonpath, *filter(None, [env.get("PYTHONPATH")])])
-    for _ in range(2):
+    before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
+    for attempt in range(2):
+        if attempt:
+            for new in set(runs_dir.iterdir()) - before:
+                shutil.rmtree(new)
         result = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
              "-m", "hybrid_unet.train", *TINY, "trainer.max_epochs=2", "data.max_val_cases=3",
