@@ -141,6 +141,7 @@ def read_pair(
             reference: or ``ignore_label``).
     """
     from hybrid_unet.data.io import read_label
+    from hybrid_unet.metrics.segmentation import without_unannotated
 
     pred, pred_geo = read_label(pred_path)
     ref, ref_geo = read_label(ref_path)
@@ -149,14 +150,14 @@ def read_pair(
     grid = geometry_problem("prediction", ref_geo, pred_geo, f"reference {ref_path}")
     if grid:
         raise DataError(pred_path, grid)
-    annotated = ref != ignore_label if ignore_label is not None else np.ones(ref.shape, bool)
-    for path, labels in ((pred_path, pred), (ref_path, np.where(annotated, ref, 0))):
+    kept_pred, kept_ref = without_unannotated(pred, ref, ignore_label)
+    for path, labels in ((pred_path, pred), (ref_path, kept_ref)):
         bad = int((labels >= num_classes).sum())  # read_label returns uint8: never negative
         if bad:
             raise DataError(path, f"{bad} voxels hold labels outside [0, {num_classes}) (largest "
                                   f"{labels.max()}); is --num-classes right (or is it an "
                                   "ignore label: --ignore-label)?")  # fmt: skip
-    return np.where(annotated, pred, 0), np.where(annotated, ref, 0), ref_geo
+    return kept_pred, kept_ref, ref_geo
 
 
 def main(argv: list[str] | None = None) -> int:

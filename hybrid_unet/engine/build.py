@@ -120,10 +120,8 @@ def fill_ignore_index(loss: dict, value: int, key: str = "loss") -> list[str]:
         ConfigError: A loss that cannot leave voxels out (no ``ignore_index`` argument and no
             terms), or one whose ``ignore_index`` is set to another value.
     """
-    from omegaconf import DictConfig, open_dict
-
     if "ignore_index" not in inspect.signature(get_object(loss["_target_"])).parameters:
-        if not isinstance(loss.get("losses"), dict | DictConfig):
+        if not isinstance(loss.get("losses"), dict):
             raise ConfigError([f"config key '{key}': {loss['_target_']} cannot leave out the "
                                f"dataset's ignore label {value} (it takes no ignore_index): "
                                "choose a loss that does, e.g. loss=dice_ce"])  # fmt: skip
@@ -136,11 +134,7 @@ def fill_ignore_index(loss: dict, value: int, key: str = "loss") -> list[str]:
                            f"ignore label is {value}: leave it null"])  # fmt: skip
     if current is not None:
         return []
-    if isinstance(loss, DictConfig):
-        with open_dict(loss):
-            loss["ignore_index"] = value
-    else:
-        loss["ignore_index"] = value
+    loss["ignore_index"] = value
     return [f"{key}.ignore_index"]
 
 

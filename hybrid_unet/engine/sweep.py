@@ -171,7 +171,7 @@ class SweepSummary(Callback):
         self.job_dirs.add(str(Path(config.hydra.runtime.output_dir).resolve()))
 
     def on_job_end(self, config, job_return: Any, **kwargs: Any) -> None:
-        if OmegaConf.select(config, "hydra.launcher._target_") == _BASIC_LAUNCHER:  # in-process
+        if SweepSummary.in_process is self:
             self._write(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:

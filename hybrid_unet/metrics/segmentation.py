@@ -51,6 +51,17 @@ def _check_maps(pred: ArrayLike, ref: ArrayLike, num_classes: int) -> None:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
 
 
+def without_unannotated(
+    pred: np.ndarray, ref: np.ndarray, ignore_label: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps with background where ``ref`` holds ``ignore_label`` (voxels nobody annotated,
+    nnU-Net's ignore label): there no class gains a true or false positive or a surface."""
+    if ignore_label is None:
+        return pred, ref
+    annotated = ref != ignore_label
+    return np.where(annotated, pred, 0), np.where(annotated, ref, 0)
+
+
 def confusion_counts(
     pred: ArrayLike, ref: ArrayLike, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,10 +185,7 @@ def case_metrics(
         pred = pred.detach().cpu().numpy()
     if isinstance(ref, torch.Tensor):
         ref = ref.detach().cpu().numpy()
-    pred, ref = np.asarray(pred), np.asarray(ref)
-    if ignore_label is not None:
-        annotated = ref != ignore_label
-        pred, ref = np.where(annotated, pred, 0), np.where(annotated, ref, 0)
+    pred, ref = without_unannotated(np.asarray(pred), np.asarray(ref), ignore_label)
     if len(spacing) != pred.ndim or any(s <= 0 for s in spacing):
         raise ValueError(f"spacing must be {pred.ndim} positive numbers, got {tuple(spacing)}")
     if tolerance_mm < 0:

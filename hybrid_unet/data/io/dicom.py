@@ -165,10 +165,11 @@ def _repeated_frames(slices: list[_Slice], positions: np.ndarray) -> None:
     """Refuse a multi-frame file whose frames repeat positions: several time points, echoes or
     stacks in one file, which one (D, H, W) volume cannot hold."""
     frames = [s for s in slices if s.frame is not None]
-    if frames and len(np.unique(np.round(positions, 4))) < len(positions):
+    distinct = len(np.unique(np.round(positions, 4)))
+    if frames and distinct < len(positions):
         raise DataError(
             frames[0].file,
-            f"{len(positions)} frames lie at {len(np.unique(np.round(positions, 4)))} positions "
+            f"{len(positions)} frames lie at {distinct} positions "
             "(time points, echoes or several stacks in one file); only one volume per series "
             "is supported: split it (e.g. with dcm2niix)",
         )
