@@ -124,7 +124,9 @@ class TrainerConfig:
     val_tolerance_mm: float = 1.0
     """Tolerance of the normalized surface Dice (``nsd``), in mm."""
     max_time_minutes: float | None = None
-    """Stop training (validating and saving first) once this much wall time was spent."""
+    """Wall-time budget of training plus the final validation. The run is sized to its
+    measured step time and to its first validation case, timed before training starts; training
+    stops once the budget is spent in any case, then validates and saves."""
     progress: bool = True
     """Show a progress bar."""
     compile: bool = False

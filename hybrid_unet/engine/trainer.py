@@ -115,6 +115,7 @@ class Trainer:
                 self.net, device_ids=ids, find_unused_parameters=True
             )
         self.stopping = False  # a stop signal reached (on any rank)
+        self.final_val_seconds = 0.0  # timed at the start of a run on a time budget
         self.stopped_by: str | None = None  # the signal, on the rank that received it
         resume_from = resume_from or resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(*resume_from) if resume_from else None
@@ -142,6 +143,8 @@ class Trainer:
         # Installed until the summary is written: a SIGTERM at any point of fit ends cleanly.
         with StopRequest() as stop, autocast_state_kept(self.device.type):
             self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
+            if t["max_time_minutes"] is not None:  # the budget keeps this much for the end
+                self.final_val_seconds = self.time_final_validation(val_cases)
             try:
                 while not self.finished() and not self.stopping:
                     self.loss_fn.update(state.epoch, self.planned_epochs())
@@ -300,14 +303,16 @@ class Trainer:
                 f"(early stopping at epoch {state.epoch})"
             )
 
-    def validate(self, val_cases: list, names: list[str]) -> tuple[dict[str, float], list[dict]]:
+    def validate(
+        self, val_cases: list, names: list[str], score_reference: bool = False
+    ) -> tuple[dict[str, float], list[dict]]:
         d = self.cfg["data"]
         return validate(
             self.model, val_cases, d["num_classes"], tuple(d["patch_size"]), self.device,
             self.t["precision"] if self.t["precision"] != "fp16" else "fp32",
             self.t["val_overlap"], self.t["val_sw_batch_size"], tuple(names),
             self.t["val_tolerance_mm"], lambda cases: gather_lists(cases, self.dist),
-            self.val_mirror_axes, self.data.ignore_label,
+            self.val_mirror_axes, self.data.ignore_label, score_reference,
         )  # fmt: skip
 
     def panels(self, cases: list) -> dict[str, np.ndarray]:
@@ -340,8 +345,8 @@ class Trainer:
         """With ``trainer.max_time_minutes``, size the run and its LR decay to the measured speed.
 
         Called every ``_CALIBRATION_STEPS`` steps: the step count that fits the remaining budget
-        (keeping a reserve for validation and saving), at the mean speed since the warm-up,
-        becomes the schedule's horizon, so the learning rate reaches zero as the time runs out
+        at the mean speed since the warm-up, keeping 1.1x the timed final validation (at least
+        10 s) for the end, becomes the schedule's horizon, so the learning rate reaches zero as the time runs out
         instead of being cut off half-way. Re-fitting corrects a first estimate taken while the
         machine was briefly busy (one-shot, it once planned 9 % fewer steps than fitted) and
         shortens the plan when the machine slows down. The count is stored in the run state; a
@@ -358,7 +363,7 @@ class Trainer:
             seconds_per_step = (self.state.elapsed_seconds - warm) / (
                 self.state.step - _WARMUP_STEPS
             )
-        reserve = max(10.0, 0.05 * 60.0 * budget)
+        reserve = max(10.0, 1.1 * self.final_val_seconds)
         remaining = 60.0 * budget - self.state.elapsed_seconds - reserve
         planned = self.state.step + max(int(remaining / seconds_per_step), 1)
         planned = min(planned, self.t["max_epochs"] * self.t["steps_per_epoch"])
@@ -368,7 +373,34 @@ class Trainer:
             fn.total_steps = planned
         if first:
             print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps "
-                  "(re-fitted to the measured speed as the run goes).")  # fmt: skip
+                  f"and {reserve:.0f} s for the final validation and checkpoint (re-fitted to "
+                  "the measured speed as the run goes).")  # fmt: skip
+
+    def time_final_validation(self, val_cases: list) -> float:
+        """Seconds the final validation will take: its first case validated (with the final
+        metrics and mirroring; the metrics of the reference against itself, as a trained
+        network's prediction will cost) and timed, scaled to all cases by their voxel counts.
+
+        Validation time depends on the network, the patch, the mirroring and the cases, so a
+        fixed reserve either wastes a small run's budget or lets a large one overrun it. A
+        cheap first case is timed twice: the first pass also pays one-off set-up costs.
+        """
+        if not val_cases:
+            return 0.0
+        names = self.t["final_val_metrics"]
+
+        def timed() -> float:
+            start = time.perf_counter()
+            self.validate(val_cases[:1], names, score_reference=True)
+            return time.perf_counter() - start
+
+        cold = timed()
+        warm = timed() if cold < 5.0 else cold
+        voxels = [math.prod(case.image.shape[1:]) for case in val_cases]
+        seconds = cold + warm * (sum(voxels) / voxels[0] - 1)
+        if self.dist.is_main:
+            print(f"Final validation timed at about {seconds:.0f} s ({len(val_cases)} cases).")
+        return seconds
 
     def planned_epochs(self) -> int:
         """Epochs the run is planned to last: the time budget's plan once fitted, else
@@ -397,8 +429,11 @@ class Trainer:
             fn.total_steps = new
 
     def out_of_time(self) -> bool:
+        """The budget is spent, counting the time the final validation will take."""
         budget = self.t["max_time_minutes"]
-        return budget is not None and self.state.elapsed_seconds >= 60.0 * budget
+        if budget is None:
+            return False
+        return self.state.elapsed_seconds + 1.1 * self.final_val_seconds >= 60.0 * budget
 
     def save_mid_epoch(self) -> None:
         """``last.pt`` part-way through an epoch, with every rank's share of the epoch's loss."""

@@ -113,8 +113,9 @@ def test_time_budget_sizes_the_run_and_decays_lr_to_zero(tmp_path, monkeypatch):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def _steps_take(monkeypatch, seconds) -> None:
-    """A fake clock that advances ``seconds(n)`` during training step ``n`` (from 1) only."""
+def _steps_take(monkeypatch, seconds) -> dict:
+    """A fake clock that advances ``seconds(n)`` during training step ``n`` (from 1) only;
+    returns it (``now["t"]``) for other fakes to advance."""
     now = {"t": 0.0, "steps": 0}
     real_step = trainer_module.train_step
 
@@ -125,6 +126,7 @@ def _steps_take(monkeypatch, seconds) -> None:
 
     monkeypatch.setattr(trainer_module, "train_step", timed_step)
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: now["t"])
+    return now
 
 
 def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch):
@@ -138,6 +140,28 @@ def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch
     assert summary["steps"] == trainer.state.planned_steps
     assert 130 <= summary["steps"] <= 160  # one-shot: 85
     assert trainer.state.elapsed_seconds <= 180.0
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_time_budget_keeps_the_time_the_final_validation_takes(tmp_path, monkeypatch):
+    """Validating a case takes 8 s here (a large network, large scans or mirroring). The run
+    times its first validation case before training and keeps 1.1x the scaled time for the
+    end, so training and the final validation end inside the budget; the fixed 10 s reserve
+    it replaces trained to 170 s and ended at 186 s of a 180 s budget."""
+    now = _steps_take(monkeypatch, lambda n: 1.0)
+    real_validate = trainer_module.validate
+
+    def slow_validate(model, cases, *args, **kwargs):
+        now["t"] += 8.0 * len(cases)
+        return real_validate(model, cases, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "validate", slow_validate)
+    overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
+                 "trainer.max_time_minutes=3", "data.max_val_cases=2", *SMALL_STEPS]  # fmt: skip
+    summary, trainer = train_in_process(overrides, tmp_path)
+    assert trainer.final_val_seconds == pytest.approx(16.0)  # one case timed, two to validate
+    assert summary["steps"] == trainer.state.planned_steps == 154  # 180 - 8 (timing) - 17.6
+    assert 170.0 <= trainer.state.elapsed_seconds <= 180.0  # 8 + 154 + 16 = 178
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 

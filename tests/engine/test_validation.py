@@ -42,3 +42,28 @@ def test_validation_uses_the_windows_of_predict():
     logits = window(image, torch_forward(net, torch.device("cpu")), 3, (8, 8, 8))
     np.testing.assert_allclose(got, softmax(logits), atol=1e-6)
     np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
+
+
+def test_scoring_the_reference_runs_the_network_and_scores_a_perfect_prediction():
+    """What a run on a time budget times before training: the network's windows as validation
+    runs them, and metrics of a prediction as close as a trained network's (the reference)."""
+    from types import SimpleNamespace
+
+    from hybrid_unet.engine.validation import validate
+
+    label = np.zeros((12, 12, 12), dtype=np.int64)
+    label[2:8, 3:9, 2:7], label[8:11, 3:9, 2:7] = 1, 2
+    case = SimpleNamespace(name="c", image=np.ones((1, 12, 12, 12), np.float32), label=label,
+                           spacing=(1.0, 1.0, 1.0))  # fmt: skip
+    calls = []
+    net = torch.nn.Conv3d(1, 3, 1)
+    net.register_forward_hook(lambda *_: calls.append(1))
+    metrics = ("dice", "hd95", "nsd")
+    args = (net, [case], 3, (8, 8, 8), torch.device("cpu"), "fp32", 0.5, 4, metrics)
+    summary, _ = validate(*args, score_reference=True)
+    assert calls and net.training  # the windows ran; the mode is restored
+    assert (
+        summary["mean_dice"] == 1.0 and summary["mean_hd95"] == 0.0 and summary["mean_nsd"] == 1.0
+    )
+    scored, _ = validate(*args)  # the untrained network's own prediction
+    assert scored["mean_dice"] < 1.0
