@@ -125,7 +125,7 @@ class TrainerConfig:
     """Tolerance of the normalized surface Dice (``nsd``), in mm."""
     max_time_minutes: float | None = None
     """Wall-time budget of training plus the final validation. The run is sized to its
-    measured step time and to its first validation case, timed before training starts; training
+    measured step time and to one validation case, timed before training starts; training
     stops once the budget is spent in any case, then validates and saves."""
     progress: bool = True
     """Show a progress bar."""

@@ -377,27 +377,30 @@ class Trainer:
                   "the measured speed as the run goes).")  # fmt: skip
 
     def time_final_validation(self, val_cases: list) -> float:
-        """Seconds the final validation will take: its first case validated (with the final
-        metrics and mirroring; the metrics of the reference against itself, as a trained
+        """Seconds the final validation will take: its median-sized case validated (with the
+        final metrics and mirroring; the metrics of the reference against itself, as a trained
         network's prediction will cost) and timed, scaled to all cases by their voxel counts.
 
         Validation time depends on the network, the patch, the mirroring and the cases, so a
         fixed reserve either wastes a small run's budget or lets a large one overrun it. A
-        cheap first case is timed twice: the first pass also pays one-off set-up costs.
+        cheap case is timed twice more and the faster pass counts: the first pass also pays
+        one-off set-up costs, which the final validation will not pay again.
         """
         if not val_cases:
             return 0.0
         names = self.t["final_val_metrics"]
+        voxels = [math.prod(case.image.shape[1:]) for case in val_cases]
+        median = sorted(range(len(voxels)), key=voxels.__getitem__)[len(voxels) // 2]
 
         def timed() -> float:
             start = time.perf_counter()
-            self.validate(val_cases[:1], names, score_reference=True)
+            self.validate([val_cases[median]], names, score_reference=True)
             return time.perf_counter() - start
 
-        cold = timed()
-        warm = timed() if cold < 5.0 else cold
-        voxels = [math.prod(case.image.shape[1:]) for case in val_cases]
-        seconds = cold + warm * (sum(voxels) / voxels[0] - 1)
+        seconds = timed()
+        if seconds < 5.0:  # the first pass also set up the kernels; the final validation won't
+            seconds = min(timed(), timed())
+        seconds *= sum(voxels) / voxels[median]
         if self.dist.is_main:
             print(f"Final validation timed at about {seconds:.0f} s ({len(val_cases)} cases).")
         return seconds
@@ -429,11 +432,15 @@ class Trainer:
             fn.total_steps = new
 
     def out_of_time(self) -> bool:
-        """The budget is spent, counting the time the final validation will take."""
+        """The budget is spent, counting the time the final validation will take once a step
+        was taken (a validation longer than the whole budget still follows one step)."""
         budget = self.t["max_time_minutes"]
         if budget is None:
             return False
-        return self.state.elapsed_seconds + 1.1 * self.final_val_seconds >= 60.0 * budget
+        spent = self.state.elapsed_seconds
+        if self.state.step:
+            spent += 1.1 * self.final_val_seconds
+        return spent >= 60.0 * budget
 
     def save_mid_epoch(self) -> None:
         """``last.pt`` part-way through an epoch, with every rank's share of the epoch's loss."""

@@ -143,19 +143,22 @@ def test_time_budget_refits_when_the_first_steps_were_slow(tmp_path, monkeypatch
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_time_budget_keeps_the_time_the_final_validation_takes(tmp_path, monkeypatch):
-    """Validating a case takes 8 s here (a large network, large scans or mirroring). The run
-    times its first validation case before training and keeps 1.1x the scaled time for the
-    end, so training and the final validation end inside the budget; the fixed 10 s reserve
-    it replaces trained to 170 s and ended at 186 s of a 180 s budget."""
-    now = _steps_take(monkeypatch, lambda n: 1.0)
+def _validation_takes(monkeypatch, now: dict, seconds_per_case: float) -> None:
     real_validate = trainer_module.validate
 
     def slow_validate(model, cases, *args, **kwargs):
-        now["t"] += 8.0 * len(cases)
+        now["t"] += seconds_per_case * len(cases)
         return real_validate(model, cases, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "validate", slow_validate)
+
+
+def test_time_budget_keeps_the_time_the_final_validation_takes(tmp_path, monkeypatch):
+    """Validating a case takes 8 s here (a large network, large scans or mirroring). The run
+    times one validation case before training and keeps 1.1x the scaled time for the
+    end, so training and the final validation end inside the budget; the fixed 10 s reserve
+    it replaces trained to 170 s and ended at 186 s of a 180 s budget."""
+    _validation_takes(monkeypatch, _steps_take(monkeypatch, lambda n: 1.0), 8.0)
     overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
                  "trainer.max_time_minutes=3", "data.max_val_cases=2", *SMALL_STEPS]  # fmt: skip
     summary, trainer = train_in_process(overrides, tmp_path)
@@ -163,6 +166,15 @@ def test_time_budget_keeps_the_time_the_final_validation_takes(tmp_path, monkeyp
     assert summary["steps"] == trainer.state.planned_steps == 154  # 180 - 8 (timing) - 17.6
     assert 170.0 <= trainer.state.elapsed_seconds <= 180.0  # 8 + 154 + 16 = 178
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_validation_longer_than_the_budget_still_follows_one_step(tmp_path, monkeypatch):
+    _validation_takes(monkeypatch, _steps_take(monkeypatch, lambda n: 1.0), 8.0)
+    overrides = ["trainer.max_epochs=2", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
+                 "trainer.max_time_minutes=0.2", "data.max_val_cases=2", *SMALL_STEPS]  # fmt: skip
+    summary, _ = train_in_process(overrides, tmp_path)  # 12 s: 8 s timing, 16 s to validate
+    assert summary["steps"] == 1 and summary["complete"]
+    assert summary["best_mean_dice"] is not None
 
 
 def test_a_budget_spent_before_the_first_plan_stops_at_the_budget(tmp_path, monkeypatch):
