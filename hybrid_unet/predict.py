@@ -108,7 +108,7 @@ def run_prediction(cfg: dict[str, Any]) -> dict:
     from hydra.utils import instantiate
 
     from hybrid_unet.inference.inputs import find_cases
-    from hybrid_unet.inference.outputs import predict_cases
+    from hybrid_unet.inference.outputs import output_clash, predict_cases
     from hybrid_unet.inference.predictor import Predictor
 
     if cfg["num_threads"]:
@@ -119,6 +119,8 @@ def run_prediction(cfg: dict[str, Any]) -> dict:
                           cfg["connectivity"])  # fmt: skip
     val = validation_names(predictor) if cfg["split"] == "val" else None
     cases = find_cases(cfg["input"], cfg["split"], val)
+    if clash := output_clash(cases, cfg["output"]):
+        raise ConfigError([clash])
     names = class_names(predictor, cfg["class_names"])
     settings = {
         "checkpoints": [str(p) for p in predictor.checkpoints],
@@ -156,9 +158,13 @@ def predict(cfg: DictConfig) -> None:
 
 
 def _discard_if_empty(output: Path) -> None:
-    """Remove an output folder that holds nothing but Hydra's ``.hydra`` (nothing predicted)."""
-    if output.is_dir() and {p.name for p in output.iterdir()} <= {".hydra"}:
-        shutil.rmtree(output, ignore_errors=True)
+    """Remove Hydra's ``.hydra`` from an output folder no prediction ever wrote into (no
+    ``summary.json``), and the folder itself when nothing else is in it."""
+    if not output.is_dir() or (output / "summary.json").exists():
+        return
+    shutil.rmtree(output / ".hydra", ignore_errors=True)
+    if not any(output.iterdir()):
+        output.rmdir()
 
 
 def _interrupt(signum, frame) -> None:

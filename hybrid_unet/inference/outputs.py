@@ -81,6 +81,32 @@ def write_case(name: str, result: Segmentation, geometry: Geometry, output: Path
     return written
 
 
+def output_clash(cases: Sequence[CaseRecord], output: str | Path) -> str | None:
+    """Why ``output`` must not receive these cases' label maps, else ``None``.
+
+    It is a folder the scans are read from (a map would replace a scan of the same name, or
+    be read as a scan next time), or it holds files named as the maps will be that no
+    prediction wrote (no ``summary.json``: a dataset's ``labelsTr``, say). A folder a
+    previous prediction wrote is predicted into again.
+    """
+    out = Path(output).resolve()
+    for case in cases:
+        for scan in map(Path, case.images):
+            if out in (scan.resolve(), scan.resolve().parent):
+                return (f"config key 'output': {output} is where the scans are read from "
+                        f"({scan.name}); predict into another folder")  # fmt: skip
+    if (out / SUMMARY_FILE).is_file():
+        return None
+    taken = [f"{c.name}.nii.gz" for c in cases if (out / f"{c.name}.nii.gz").exists()]
+    if not taken:
+        return None
+    more = f" and {len(taken) - 1} more label map names" if len(taken) > 1 else ""
+    return (
+        f"config key 'output': {output} already holds {taken[0]}{more}, which no "
+        "prediction wrote (it has no summary.json); predict into another folder"
+    )
+
+
 def predict_cases(
     cases: Sequence[CaseRecord],
     segmenter: Segmenter,

@@ -185,6 +185,30 @@ def _predict_in_process(overrides: list[str]) -> dict:
     return run_prediction(check_predict_config(cfg))
 
 
+def test_predicting_into_the_scans_folder_or_a_labels_folder_is_refused(tiny_run, tmp_path):
+    """A label map named as its scan would replace it (measured: three T1 scans of a user's
+    folder became label maps); one named as a dataset's reference would replace that."""
+    from hybrid_unet.config.errors import ConfigError
+
+    scans = tmp_path / "scans"
+    scan = write_scan(scans / "case_0.nii.gz", seed=0)
+    before = scan.read_bytes()
+    line = _one_error(run_predict([f"checkpoints={tiny_run}", f"input={scans}",
+                                   f"output={scans}"], tmp_path))  # fmt: skip
+    assert f"'output': {scans} is where the scans are read from (case_0.nii.gz)" in line
+    assert [p.name for p in scans.iterdir()] == ["case_0.nii.gz"] and scan.read_bytes() == before
+    labels = tmp_path / "labelsTr"
+    labels.mkdir()
+    (labels / "case_0.nii.gz").write_bytes(b"a reference")
+    with pytest.raises(ConfigError, match=r"already holds case_0\.nii\.gz, which no prediction"):
+        _predict_in_process([f"checkpoints={tiny_run}", f"input={scans}", f"output={labels}"])
+    assert (labels / "case_0.nii.gz").read_bytes() == b"a reference"
+    for _ in range(2):  # a folder a prediction wrote is predicted into again
+        summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={scan}",
+                                       f"output={tmp_path / 'out'}"])  # fmt: skip
+        assert len(summary["cases"]) == 1
+
+
 def test_an_enhanced_dicom_file_is_one_scan_as_its_folder_is(tiny_run, tmp_path):
     """``input=`` one ``.dcm`` file: an enhanced multi-frame series, predicted as its folder."""
     from hybrid_unet.data.io import read_label
