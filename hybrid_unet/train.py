@@ -103,6 +103,8 @@ def _train(cfg: DictConfig) -> float:
     if not summary:  # a data-parallel rank other than 0
         return float("nan")
     print(summary_lines(summary))
+    if trainer.stopping:  # saved and resumable, but not done: `train && predict` must not go on
+        raise SystemExit(130 if trainer.stopped_by == "SIGINT" else 143)
     return objective(summary)
 
 

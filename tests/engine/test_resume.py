@@ -135,6 +135,35 @@ def test_sigterm_during_start_up_exits_with_a_line_and_no_checkpoint(tmp_path, m
     assert signal.getsignal(signal.SIGTERM) is before  # the entry point put its handler back
 
 
+def test_a_run_stopped_by_sigterm_saves_and_exits_143(tmp_path, monkeypatch):
+    """Saved and resumable, but not finished: exit 0 let `train && predict` go on with a
+    half-trained model and let a scheduler mark the job completed."""
+    import os
+    import signal
+
+    from hybrid_unet.engine import trainer as trainer_module
+
+    real_step = trainer_module.train_step
+    calls = {"n": 0}
+
+    def step_then_sigterm(*args, **kwargs):
+        calls["n"] += 1
+        result = real_step(*args, **kwargs)
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    result = cli([*TINY, "trainer.max_epochs=2", "run_name=r"], tmp_path)
+    assert result.code == 143, result.stderr[-3000:]
+    assert "Stopped by SIGTERM at step 2" in result.stdout and "trainer.resume=" in result.stdout
+    assert "Not finished (resumable)" in result.stdout and "Traceback" not in result.stderr
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    resumed = cli([*TINY, "trainer.max_epochs=2", "run_name=r",
+                   f"trainer.resume={tmp_path / 'runs' / 'r'}"], tmp_path)  # fmt: skip
+    assert resumed.code == 0 and "Done: best mean Dice" in resumed.stdout, resumed.stderr[-3000:]
+
+
 def test_a_run_with_the_users_own_config_groups_resumes_without_repeating_the_search_path(
     tmp_path,
 ):

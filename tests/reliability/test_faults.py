@@ -130,7 +130,7 @@ def test_sigkill_during_validation(tmp_path, reference_run, observe):
 
 
 @pytest.mark.row("fault", "SIGTERM (preemption) mid-step",
-                 "finishes the step, saves it, exits 0 with a resume hint; resume identical")  # fmt: skip
+                 "finishes the step, saves it, exits 143 with a resume hint; resume identical")  # fmt: skip
 def test_sigterm_saves_the_current_step(tmp_path, reference_run, observe, capsys):
     k = random.Random(4).randrange(2, STEPS)
     real = build.build_model
