@@ -166,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("predictions", type=Path)
     parser.add_argument("references", type=Path)
     parser.add_argument("--num-classes", type=int, required=True, help="K, background included")
-    parser.add_argument("--metrics", default="dice,iou,precision,recall,hd95,nsd")
-    parser.add_argument("--tolerance-mm", type=float, default=1.0)
+    parser.add_argument("--metrics", default="dice,iou,precision,recall,hd95,nsd",
+                        help="comma-separated, from dice, iou, precision, recall, hd95 (mm) "
+                             "and nsd (surface Dice); default: all")  # fmt: skip
+    parser.add_argument("--tolerance-mm", type=float, default=1.0,
+                        help="tolerance of the surface Dice in mm (default 1.0)")  # fmt: skip
     parser.add_argument("--ignore-label", type=int, metavar="N",
                         help="reference value of unannotated voxels (nnU-Net's ignore label), "
                              "left out of every metric")  # fmt: skip

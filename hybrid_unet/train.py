@@ -136,11 +136,14 @@ def summary_lines(summary: dict) -> str:
     flops_text = "n/a" if flops is None else f"{flops / 1e9:.2f} GFLOP"
     monitored = summary["best_metric"]
     head = "Done" if summary.get("complete", True) else "Not finished (resumable)"
+    at = f"at epoch {summary['best_epoch']}"
+    if summary["monitor"] != "mean_dice":  # the checkpoint kept as best.pt follows the monitor
+        value = "n/a" if monitored is None else f"{monitored:.4f}"
+        at = f"(best {summary['monitor']} {value} {at})"
+    epochs = summary["epochs"]
     lines = [
-        f"{head}: best mean Dice {best_text} (best {summary['monitor']} "
-        f"{'n/a' if monitored is None else f'{monitored:.4f}'} at epoch {summary['best_epoch']}), "
-        f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s; "
-        f"run dir {summary['run_dir']}",
+        f"{head}: best mean Dice {best_text} {at}, {epochs} epoch{'s' * (epochs != 1)} in "
+        f"{summary['train_seconds']:.0f} s; run dir {summary['run_dir']}",
         f"  parameters {summary['parameters']:,}, forward {flops_text} per patch, "
         f"peak memory {summary['peak_memory_mb']:.0f} MB, {summary['seconds_per_epoch']:.1f} s "
         f"per epoch, {summary['train_seconds']:.0f} s compute in all",

@@ -128,7 +128,7 @@ class TrainerConfig:
     measured step time and to one validation case, timed before training starts; training
     stops once the budget is spent in any case, then validates and saves."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar of the steps of each epoch (only when stdout is a terminal)."""
     compile: bool = False
     """Wrap the model in ``torch.compile``."""
     pretrained: str | None = None

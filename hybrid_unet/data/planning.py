@@ -231,6 +231,27 @@ def plan_experiment(
     )
 
 
+def config_over_plan(plan: Plan, data_cfg: Any, model_cfg: Any) -> list[str]:
+    """``key value`` for each planned key the config sets to another value than the plan's
+    (an experiment's smaller patch, say), so a printed plan is not read as what trains."""
+
+    def per_stage(value: Any, stages: int) -> list:  # 3 or [3, [1, 3, 3]] as triples
+        entries = list(value) if isinstance(value, list | tuple) else [value] * stages
+        return [[int(e)] * 3 if isinstance(e, int) else [int(x) for x in e] for e in entries]
+
+    kept = []
+    patch, batch = data_cfg.get("patch_size", None), data_cfg.get("batch_size", None)
+    if patch is not None and [int(p) for p in patch] != list(plan.patch_size):
+        kept.append("data.patch_size " + " x ".join(map(str, patch)))
+    if batch is not None and int(batch) != plan.batch_size:
+        kept.append(f"data.batch_size {batch}")
+    for key in ("strides", "kernel_sizes"):
+        given, planned = model_cfg.get(key, None), per_stage(getattr(plan, key), plan.num_stages)
+        if given is not None and per_stage(given, plan.num_stages) != planned:
+            kept.append(f"model.{key} {per_stage(given, plan.num_stages)}")
+    return kept
+
+
 def apply_plan(plan: Plan, data_cfg: Any, model_cfg: Any) -> list[str]:
     """Fill ``data.patch_size``, ``data.batch_size`` and ``model.strides`` where they are null.
 

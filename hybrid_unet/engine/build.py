@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from hybrid_unet.config.errors import ConfigError
 from hybrid_unet.data.patches import PatchDataset, StepSampler
-from hybrid_unet.data.planning import apply_plan
+from hybrid_unet.data.planning import apply_plan, config_over_plan
 from hybrid_unet.data.splits import load_or_create_splits
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.engine.distributed import RankSampler
@@ -86,6 +86,8 @@ def build_data(cfg: dict, run_dir: Path) -> TrainingData:
         print(plan.table())
         if filled:
             print("Taken from the plan: " + ", ".join(filled))
+        if kept := config_over_plan(plan, cfg["data"], cfg["model"]):
+            print("Set by the config instead: " + ", ".join(kept))
     for key in ("patch_size", "batch_size"):
         if data[key] is None:
             raise ConfigError([f"config key 'data.{key}' is null and the data source has no plan"])

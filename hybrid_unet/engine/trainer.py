@@ -141,6 +141,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             batches = iter(build.build_train_loader(self.cfg, self.data, start_batch, rank, world))
         val_cases = [self.data.source.load(n) for n in self.data.val_names[rank::world]]
+        if self.dist.is_main:
+            print(f"Training in {self.run_dir} on {self.device.type}: a line per epoch follows.")
         # Installed until the summary is written: a SIGTERM at any point of fit ends cleanly.
         with StopRequest() as stop, autocast_state_kept(self.device.type):
             self.started = time.perf_counter() - state.elapsed_seconds  # the clock survives resumes
@@ -189,8 +191,13 @@ class Trainer:
         """The rest of this epoch's steps (stopping early on a signal); returns the grad norm."""
         t, state = self.t, self.state
         todo = t["steps_per_epoch"] - state.epoch_steps
-        bar = tqdm(range(todo), desc=f"epoch {state.epoch + 1}/{t['max_epochs']}",
-                   disable=not t["progress"], leave=False, file=sys.stdout)  # fmt: skip
+        bar = tqdm(
+            range(todo),
+            desc=f"epoch {state.epoch + 1}/{t['max_epochs']}",
+            disable=not t["progress"] or not sys.stdout.isatty(),
+            leave=False,
+            file=sys.stdout,
+        )  # a bar only on a terminal: in a log it is 50 KB of frames
         grad_norm = float("nan")
         for _ in bar:
             micro = [

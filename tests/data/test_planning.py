@@ -8,7 +8,13 @@ from omegaconf import OmegaConf
 
 from hybrid_unet.data.fingerprint import Fingerprint, compute_fingerprint
 from hybrid_unet.data.layouts import detect_layout
-from hybrid_unet.data.planning import Plan, apply_plan, plan_experiment, target_spacing
+from hybrid_unet.data.planning import (
+    Plan,
+    apply_plan,
+    config_over_plan,
+    plan_experiment,
+    target_spacing,
+)
 
 INTENSITY = [
     {
@@ -108,6 +114,18 @@ def test_apply_plan_fills_only_nulls():
     assert model.strides == plan.strides
     with pytest.raises(ValueError, match=r"4 stages.*data\.source\.plan_overrides={strides"):
         apply_plan(plan, {"patch_size": None}, {"strides": None, "features": [8, 16]})
+
+
+def test_keys_the_config_sets_against_the_plan_are_named():
+    """The experiment trains 32x48x32 in batches of 4; the printed plan says 40x56x40 and 7."""
+    plan = plan_experiment(hippocampus_like())
+    data = {"patch_size": [32, 48, 32], "batch_size": plan.batch_size}
+    model = {"strides": [1, 2, 2, 2], "kernel_sizes": 3}  # the plan's, spelled short
+    assert config_over_plan(plan, data, model) == ["data.patch_size 32 x 48 x 32"]
+    model = {"strides": None, "kernel_sizes": [[1, 3, 3], 3, 3, 3]}
+    assert config_over_plan(plan, {"batch_size": 2}, model) == [
+        "data.batch_size 2", "model.kernel_sizes [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]"
+    ]  # fmt: skip
 
 
 def test_an_anisotropic_dataset_is_planned_with_as_many_stages_as_the_model_has(tmp_path):
