@@ -572,6 +572,11 @@ def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict] | Non
     path = run_dir if resume == "auto" else Path(resume)
     if path.is_dir() or resume == "auto":
         found = find_resumable(path / "checkpoints")
+        if found is None and resume != "auto" and not (path / "checkpoints").is_dir():
+            raise FileNotFoundError(
+                f"trainer.resume: {path} saved no checkpoint (stopped before its first epoch "
+                "ended?); train it again without trainer.resume"
+            )
         if found is None and resume != "auto":
             raise FileNotFoundError(
                 f"trainer.resume: no readable checkpoint in {path / 'checkpoints'}"

@@ -178,3 +178,14 @@ def test_a_run_with_the_users_own_config_groups_resumes_without_repeating_the_se
     resumed = cli([f"trainer.resume={run}", "trainer.max_epochs=2"], tmp_path)
     assert resumed.code == 0, resumed.stderr[-3000:]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["loss"]["ce_weight"] == 0.5
+
+
+def test_resuming_a_run_that_saved_no_checkpoint_says_so(tmp_path):
+    from hybrid_unet.engine.trainer import resolve_resume
+
+    (tmp_path / "killed" / ".hydra").mkdir(parents=True)  # killed before its first epoch ended
+    with pytest.raises(FileNotFoundError, match=r"saved no checkpoint .* without trainer\.resume"):
+        resolve_resume(str(tmp_path / "killed"), tmp_path / "new")
+    (tmp_path / "killed" / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match="no readable checkpoint in"):
+        resolve_resume(str(tmp_path / "killed"), tmp_path / "new")
