@@ -201,17 +201,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no prediction (*.nii, *.nii.gz) in {args.predictions}", file=sys.stderr)
         return 2
     names = tuple(args.metrics.split(","))
-    per_case, pairs = {}, []
+    per_case, pairs, problems = {}, [], []
     try:
-        for pred_path in preds:
-            pred, ref, geometry = read_pair(pred_path, refs[_case(pred_path)], args.num_classes,
-                                            args.ignore_label)  # fmt: skip
+        for pred_path in preds:  # every bad pair is named, not only the first
+            try:
+                pred, ref, geometry = read_pair(pred_path, refs[_case(pred_path)],
+                                                args.num_classes, args.ignore_label)  # fmt: skip
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            if problems:  # nothing will be written: only check the rest
+                continue
             per_case[pred_path.name] = case_metrics(pred, ref, args.num_classes, geometry.spacing,
                                                     names, args.tolerance_mm)  # fmt: skip
             if args.decide_postprocessing:
                 pairs.append((pred, ref))
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # an unknown metric name
+        problems.append(str(exc))
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     summary = summarize(per_case)
     for key, value in sorted(summary["mean_over_classes"].items()):

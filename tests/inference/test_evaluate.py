@@ -93,6 +93,19 @@ def test_a_label_outside_the_classes_names_its_file(tmp_path, capsys, holder):
     assert f"{tmp_path / holder / 'a.nii.gz'}: 64 voxels hold labels outside [0, 3)" in line
 
 
+def test_every_bad_pair_is_named_in_one_run(tmp_path, capsys):
+    args = _pairs(tmp_path, ["a.nii.gz", "b.nii.gz", "c.nii.gz"])
+    write_nifti(tmp_path / "ref" / "a.nii.gz", _cube(7), Geometry.from_spacing((1.0, 1.0, 1.0)))
+    write_nifti(tmp_path / "pred" / "c.nii.gz", _cube(), Geometry.from_spacing((2.0, 2.0, 2.0)))
+    assert main([*args, "--out", str(tmp_path / "scores")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), captured.err
+    assert str(tmp_path / "ref" / "a.nii.gz") in lines[0] and "labels outside" in lines[0]
+    assert str(tmp_path / "pred" / "c.nii.gz") in lines[1] and "spacing" in lines[1]
+    assert not (tmp_path / "scores").exists() and not captured.out
+
+
 def test_a_prediction_on_another_grid_is_refused(tmp_path, capsys):
     args = _pairs(tmp_path, ["a.nii.gz"])
     write_nifti(tmp_path / "pred" / "a.nii.gz", _cube(), Geometry.from_spacing((2.0, 2.0, 2.0)))
