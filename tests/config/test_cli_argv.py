@@ -28,3 +28,18 @@ def test_a_sweep_with_a_flag_after_its_overrides_keeps_one_run_of_overrides():
     argv = sweep_argv(["-m", "+preset=quick_test", "loss=dice,dice_ce", "--info", "searchpath"])
     assert argv == ["-m", "+preset=quick_test", "loss=dice,dice_ce", "hydra/callbacks=sweep_summary",
                     "--info", "searchpath"]  # fmt: skip
+
+
+def test_help_says_what_train_does_with_examples_that_compose(tmp_path):
+    """``--help`` began "train is powered by Hydra." with no description or example."""
+    from tests.helpers import cli
+
+    result = cli(["--help"], tmp_path)
+    assert result.code == 0 and result.stdout.startswith("Train a segmentation network")
+    examples = [line.split("train", 1)[1].split("#")[0].split()
+                for line in result.stdout.splitlines() if "python -m hybrid_unet.train" in line]  # fmt: skip
+    assert len(examples) == 5
+    for args in examples:  # each composes (--cfg job prints the config; a sweep's first job)
+        args = [a.split(",")[0] for a in args if a != "-m"]
+        if not any(a.startswith("trainer.resume") for a in args):
+            assert cli([*args, "--cfg", "job"], tmp_path).code == 0, args
