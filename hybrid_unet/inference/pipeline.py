@@ -74,10 +74,12 @@ def unlike_training(plan: Plan, spacing: Sequence[float], shape: Sequence[int]) 
         shape: The scan's shape after cropping and resampling to ``plan.spacing``.
     """
     notes = []
-    ratios = [max(s / t, t / s) for s, t in zip(spacing, plan.spacing, strict=True)]
-    if max(ratios) > SPACING_FACTOR:
-        notes.append(f"its voxels ({_mm(spacing)} mm) are {max(ratios):.1f}x finer or coarser "
-                     f"than the training spacing ({_mm(plan.spacing)} mm)")  # fmt: skip
+    ratios = [s / t for s, t in zip(spacing, plan.spacing, strict=True)]
+    worst = max(ratios, key=lambda r: max(r, 1 / r))
+    if max(worst, 1 / worst) > SPACING_FACTOR:
+        how = f"{worst:.1f}x coarser" if worst > 1 else f"{1 / worst:.1f}x finer"
+        notes.append(f"its voxels ({_mm(spacing)} mm) are {how} along one axis than the "
+                     f"training spacing ({_mm(plan.spacing)} mm)")  # fmt: skip
     if plan.median_shape:
         factor = float(np.prod(shape)) / max(float(np.prod(plan.median_shape)), 1.0)
         if factor > VOLUME_FACTOR:

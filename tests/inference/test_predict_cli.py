@@ -344,7 +344,8 @@ def test_a_scan_unlike_the_training_cases_is_named_in_one_warning():
     assert unlike_training(plan, (1.0, 1.2, 0.9), (12, 14, 10)) is None  # a training-like case
     assert unlike_training(plan, (1.0, 1.0, 1.0), (20, 24, 20)) is None  # 8x: still close
     coarse = unlike_training(plan, (1.0, 1.0, 5.0), (10, 12, 10))
-    assert "5.0x finer or coarser" in coarse and "1 x 1 x 5 mm" in coarse
+    assert "5.0x coarser along one axis" in coarse and "1 x 1 x 5 mm" in coarse
+    assert "4.0x finer along one axis" in unlike_training(plan, (0.25, 1.0, 1.0), (10, 12, 10))
     wide = unlike_training(plan, (1.0, 1.0, 1.0), (40, 48, 40))
     assert "64x the volume" in wide and "40 x 48 x 40 voxels against 10 x 12 x 10" in wide
 
