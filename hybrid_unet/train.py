@@ -11,6 +11,8 @@ the others from their checkpoints (give ``run_name``: the default is a timestamp
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -51,10 +53,40 @@ def train(cfg: DictConfig) -> float:
     # trainer.num_threads sets the process's thread count: the next job of an in-process sweep
     # (one that leaves it null) starts from the count this one found.
     threads = torch.get_num_threads()
+    log = Path(HydraConfig.get().runtime.output_dir) / "train.log"
+    tee = _Tee(sys.stdout, log) if os.environ.get("RANK", "0") == "0" else None
     try:
-        return _train(cfg)
+        with contextlib.redirect_stdout(tee) if tee else contextlib.nullcontext():
+            return _train(cfg)
     finally:
         torch.set_num_threads(threads)
+        if tee:
+            tee.close()
+
+
+class _Tee(io.TextIOBase):
+    """Stdout that also appends to the run's ``train.log`` (beside Hydra's own log lines):
+    the plan, the epoch lines and the summary stay with the run. Progress-bar frames (``\r``)
+    go to the terminal only."""
+
+    def __init__(self, stream, path: Path) -> None:
+        self.stream, self.file = stream, open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if "\r" not in text and not self.file.closed:
+            self.file.write(text)
+            self.file.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _train(cfg: DictConfig) -> float:

@@ -158,6 +158,8 @@ def test_a_run_stopped_by_sigterm_saves_and_exits_143(tmp_path, monkeypatch):
     assert result.code == 143, result.stderr[-3000:]
     assert "Stopped by SIGTERM at step 2" in result.stdout and "trainer.resume=" in result.stdout
     assert "Not finished (resumable)" in result.stdout and "Traceback" not in result.stderr
+    log = (tmp_path / "runs" / "r" / "train.log").read_text()  # what it printed stays with it
+    assert "Training in" in log and "Stopped by SIGTERM at step 2" in log
     monkeypatch.setattr(trainer_module, "train_step", real_step)
     resumed = cli([*TINY, "trainer.max_epochs=2", "run_name=r",
                    f"trainer.resume={tmp_path / 'runs' / 'r'}"], tmp_path)  # fmt: skip
