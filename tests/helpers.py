@@ -101,3 +101,23 @@ def cli(args: list[str], cwd: Path) -> CliResult:
         os.environ.update(env)
         GlobalHydra.instance().clear()
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def sigterm_after_step(monkeypatch, n: int) -> None:
+    """This process receives SIGTERM right after training step ``n`` (from 1) returns;
+    ``monkeypatch.undo()`` puts the real step back."""
+    import signal
+
+    from hybrid_unet.engine import trainer as trainer_module
+
+    real_step = trainer_module.train_step
+    calls = {"n": 0}
+
+    def step_then_sigterm(*args, **kwargs):
+        calls["n"] += 1
+        result = real_step(*args, **kwargs)
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)

@@ -138,29 +138,16 @@ def test_sigterm_during_start_up_exits_with_a_line_and_no_checkpoint(tmp_path, m
 def test_a_run_stopped_by_sigterm_saves_and_exits_143(tmp_path, monkeypatch):
     """Saved and resumable, but not finished: exit 0 let `train && predict` go on with a
     half-trained model and let a scheduler mark the job completed."""
-    import os
-    import signal
+    from tests.helpers import sigterm_after_step
 
-    from hybrid_unet.engine import trainer as trainer_module
-
-    real_step = trainer_module.train_step
-    calls = {"n": 0}
-
-    def step_then_sigterm(*args, **kwargs):
-        calls["n"] += 1
-        result = real_step(*args, **kwargs)
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    sigterm_after_step(monkeypatch, 2)
     result = cli([*TINY, "trainer.max_epochs=2", "run_name=r"], tmp_path)
     assert result.code == 143, result.stderr[-3000:]
     assert "Stopped by SIGTERM at step 2" in result.stdout and "trainer.resume=" in result.stdout
     assert "Not finished (resumable)" in result.stdout and "Traceback" not in result.stderr
     log = (tmp_path / "runs" / "r" / "train.log").read_text()  # what it printed stays with it
     assert "Training in" in log and "Stopped by SIGTERM at step 2" in log
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.undo()
     resumed = cli([*TINY, "trainer.max_epochs=2", "run_name=r",
                    f"trainer.resume={tmp_path / 'runs' / 'r'}"], tmp_path)  # fmt: skip
     assert resumed.code == 0 and "Done: best mean Dice" in resumed.stdout, resumed.stderr[-3000:]

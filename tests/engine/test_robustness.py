@@ -3,9 +3,6 @@ tests/reliability/test_faults.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
 
@@ -13,7 +10,7 @@ from hybrid_unet.engine import trainer as trainer_module
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.engine.ema import ModelEMA
 from hybrid_unet.engine.step import train_step
-from tests.helpers import train_in_process
+from tests.helpers import sigterm_after_step, train_in_process
 
 SHORT = ["trainer.steps_per_epoch=2", "data.max_val_cases=1"]
 
@@ -126,19 +123,9 @@ def test_the_trainer_averages_after_every_step_and_validates_with_the_average(
 def test_ema_is_saved_and_a_resumed_run_matches(tmp_path, monkeypatch):
     ema = ["trainer.ema_decay=0.9", "trainer.max_epochs=2", "data.max_val_cases=1"]
     train_in_process(ema, tmp_path / "a")
-    real_step = trainer_module.train_step
-    calls = {"n": 0}
-
-    def step_then_sigterm(*args, **kwargs):
-        calls["n"] += 1
-        result = real_step(*args, **kwargs)
-        if calls["n"] == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    sigterm_after_step(monkeypatch, 4)
     train_in_process(ema, tmp_path / "b")
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.undo()
     train_in_process([*ema, f"trainer.resume={tmp_path / 'b'}"], tmp_path / "b")
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
