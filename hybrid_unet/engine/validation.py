@@ -68,7 +68,7 @@ def validate(
         Voxels labelled ``ignore_label`` (unannotated) count for no class.
         ``score_reference`` scores each reference against itself after running the network
         anyway: a validation that costs what a trained network's does (an untrained one's
-        scattered masks make the surface metrics about twice as slow), for timing it.
+        scattered masks make the surface metrics up to twice as slow), for timing it.
     """
     was_training = model.training
     model.eval()
