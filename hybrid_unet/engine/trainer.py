@@ -392,7 +392,7 @@ class Trainer:
 
         Validation time depends on the network, the patch, the mirroring and the cases, so a
         fixed reserve either wastes a small run's budget or lets a large one overrun it. A
-        cheap case is timed twice more and the faster pass counts: the first pass also pays
+        cheap case is timed once more and the faster pass counts: the first pass also pays
         one-off set-up costs, which the final validation will not pay again.
         """
         if not val_cases:
@@ -412,7 +412,7 @@ class Trainer:
 
         seconds = timed()
         if seconds < 5.0:  # the first pass also set up the kernels; the final validation won't
-            seconds = min(timed(), timed())
+            seconds = min(seconds, timed())
         seconds *= sum(windows) / windows[median]
         if self.dist.is_main:
             print(f"Final validation timed at about {seconds:.0f} s ({len(val_cases)} cases).")

@@ -18,8 +18,9 @@ from tests.helpers import REPO, train_in_process
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
 LOSSES = sorted(p.stem for p in (REPO / "conf" / "loss").glob("*.yaml"))
 ONE_EPOCH = ["trainer.max_epochs=1", "trainer.steps_per_epoch=2", "data.max_val_cases=1"]
-# For tests of many real steps where only their count matters: a 16^3 patch, batch 1.
-SMALL_STEPS = ["data.patch_size=[16,16,16]", "data.batch_size=1"]
+# For tests of many real steps where only their count matters: a 16^3 patch, batch 1, and
+# 24^3 cases (8 windows to validate; a time budget validates a case before training too).
+SMALL_STEPS = ["data.patch_size=[16,16,16]", "data.batch_size=1", "data.source.shape=[24,24,24]"]
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -157,14 +158,14 @@ def test_time_budget_keeps_the_time_the_final_validation_takes(tmp_path, monkeyp
     """Validating a case takes 8 s here (a large network, large scans or mirroring). The run
     times one validation case before training and keeps 1.1x the scaled time for the
     end, so training and the final validation end inside the budget; the fixed 10 s reserve
-    it replaces trained to 170 s and ended at 186 s of a 180 s budget."""
-    _validation_takes(monkeypatch, _steps_take(monkeypatch, lambda n: 1.0), 8.0)
+    it replaces trained to 168 s and ended at 184 s of a 180 s budget."""
+    _validation_takes(monkeypatch, _steps_take(monkeypatch, lambda n: 4.0), 8.0)
     overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
                  "trainer.max_time_minutes=3", "data.max_val_cases=2", *SMALL_STEPS]  # fmt: skip
     summary, trainer = train_in_process(overrides, tmp_path)
     assert trainer.final_val_seconds == pytest.approx(16.0)  # one case timed, two to validate
-    assert summary["steps"] == trainer.state.planned_steps == 154  # 180 - 8 (timing) - 17.6
-    assert 170.0 <= trainer.state.elapsed_seconds <= 180.0  # 8 + 154 + 16 = 178
+    assert summary["steps"] == trainer.state.planned_steps == 38  # 25 + (180 - 108 - 17.6) / 4
+    assert 170.0 <= trainer.state.elapsed_seconds <= 180.0  # 8 (timing) + 38 x 4 + 16 = 176
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
