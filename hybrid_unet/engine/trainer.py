@@ -44,10 +44,11 @@ from hybrid_unet.engine.signals import StopRequest
 from hybrid_unet.engine.state import TrainState
 from hybrid_unet.engine.step import TrainingDiverged, autocast_state_kept, train_step
 from hybrid_unet.engine.validation import predict_case, validate, write_case_table
-from hybrid_unet.inference.sliding_window import window_starts
+from hybrid_unet.inference.sliding_window import window_count
 from hybrid_unet.logging.base import build_loggers
 from hybrid_unet.logging.panels import slice_panel
 
+_VAL_MARGIN = 1.1  # a time budget keeps this times the timed final validation for the end
 _CALIBRATION_STEPS = 25  # a time budget re-fits the run to the measured speed every 25 steps
 _WARMUP_STEPS = 5  # the first steps (loading cases, allocator warm-up) are left out of the speed
 
@@ -371,7 +372,7 @@ class Trainer:
             seconds_per_step = (self.state.elapsed_seconds - warm) / (
                 self.state.step - _WARMUP_STEPS
             )
-        reserve = max(10.0, 1.1 * self.final_val_seconds)
+        reserve = max(10.0, _VAL_MARGIN * self.final_val_seconds)
         remaining = 60.0 * budget - self.state.elapsed_seconds - reserve
         planned = self.state.step + max(int(remaining / seconds_per_step), 1)
         planned = min(planned, self.t["max_epochs"] * self.t["steps_per_epoch"])
@@ -398,11 +399,7 @@ class Trainer:
         if not val_cases:
             return 0.0
         names, patch = self.t["final_val_metrics"], self.cfg["data"]["patch_size"]
-        windows = [
-            math.prod(len(window_starts(max(s, p), p, self.t["val_overlap"]))
-                      for s, p in zip(case.image.shape[1:], patch, strict=True))
-            for case in val_cases
-        ]  # fmt: skip
+        windows = [window_count(c.image.shape[1:], patch, self.t["val_overlap"]) for c in val_cases]
         median = sorted(range(len(windows)), key=windows.__getitem__)[len(windows) // 2]
 
         def timed() -> float:
@@ -452,7 +449,7 @@ class Trainer:
             return False
         spent = self.state.elapsed_seconds
         if self.state.step:
-            spent += 1.1 * self.final_val_seconds
+            spent += _VAL_MARGIN * self.final_val_seconds
         return spent >= 60.0 * budget
 
     def save_mid_epoch(self) -> None:

@@ -92,6 +92,14 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [round(i * (size - patch) / (n - 1)) for i in range(n)]
 
 
+def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
+    """Windows :class:`SlidingWindow` places on an image of ``shape`` (padded to one window
+    where it is smaller)."""
+    return math.prod(
+        len(window_starts(max(s, p), p, overlap)) for s, p in zip(shape, patch, strict=True)
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def _gaussian(patch: tuple[int, ...], sigma_scale: float) -> np.ndarray:
     weights = gaussian_importance(patch, sigma_scale)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import torch
 
 from hybrid_unet.engine import trainer as trainer_module
 from hybrid_unet.engine.checkpoint import load_checkpoint
-from tests.helpers import REPO, train_in_process
+from tests.helpers import REPO, sigterm_after_step, train_in_process
 
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
 LOSSES = sorted(p.stem for p in (REPO / "conf" / "loss").glob("*.yaml"))
@@ -194,21 +192,11 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_identically(tmp_path, monke
     """Also with stochastic layers (drop-path draws from torch's RNG every step): the resumed
     run draws the same numbers as the straight one."""
     train_in_process(["trainer.max_epochs=2", "run_name=a", *extra], tmp_path / "a")
-    real_step = trainer_module.train_step
-    calls = {"n": 0}
-
-    def step_then_sigterm(*args, **kwargs):
-        calls["n"] += 1
-        result = real_step(*args, **kwargs)
-        if calls["n"] == 4:  # mid-way through epoch 2 (3 steps per epoch)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer_module, "train_step", step_then_sigterm)
+    sigterm_after_step(monkeypatch, 4)  # mid-way through epoch 2 (3 steps per epoch)
     stopped, _ = train_in_process(["trainer.max_epochs=2", *extra], tmp_path / "b")
     assert stopped["steps"] == 4
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["state"]["step"] == 4
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.undo()
     resumed, _ = train_in_process(
         ["trainer.max_epochs=2", f"trainer.resume={tmp_path / 'b'}", *extra], tmp_path / "b"
     )
