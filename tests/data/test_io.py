@@ -345,6 +345,25 @@ def test_dicom_single_slice_spacing_is_its_thickness(tmp_path, dicom_writer):
     assert np.linalg.norm(geo.affine[:3, 0]) == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("which", [0, 5])  # the first slice by position, the last
+def test_a_truncated_dicom_slice_names_its_file(tmp_path, dicom_writer, which):
+    """A slice cut off before its pixel data read as a header without a position and was
+    skipped as a side file: the series lost a slice (the last one silently, exit 0)."""
+    dicom_writer(tmp_path / "s", np.zeros((6, 4, 3), np.uint16))
+    cut = sorted((tmp_path / "s").iterdir())[which]
+    cut.write_bytes(cut.read_bytes()[:500])
+    with pytest.raises(DataError, match=rf"{cut.name}: truncated or damaged: a MR Image Storage"):
+        read_image(tmp_path / "s")
+
+
+def test_a_single_slice_dicom_file_asks_for_its_series_folder(tmp_path, dicom_writer):
+    """One slice file of a series was read as a one-slice volume."""
+    dicom_writer(tmp_path / "s", np.zeros((3, 4, 3), np.uint16))
+    with pytest.raises(DataError, match=r"000001\.dcm: a single-slice DICOM file is one plane "
+                                        r"of a series: give the series folder"):  # fmt: skip
+        read_image(tmp_path / "s" / "000001.dcm")
+
+
 def test_dicom_undecodable_pixels_are_one_line(tmp_path, dicom_writer):
     """A transfer syntax without a decoder: pydicom's message lists each plugin on a line."""
     from pydicom.encaps import encapsulate

@@ -68,6 +68,16 @@ class _Slice:
         return str(self.file) if self.frame is None else f"{self.file} (frame {self.frame + 1})"
 
 
+def _image_storage(ds: pydicom.Dataset) -> str | None:
+    """The SOP class name (``MR Image Storage``) if the file says it stores an image."""
+    meta = getattr(ds, "file_meta", None)
+    uid = (meta.get("MediaStorageSOPClassUID") if meta is not None else None) or ds.get(
+        "SOPClassUID"
+    )
+    name = str(getattr(uid, "name", "") or "")
+    return name if "Image Storage" in name else None
+
+
 def _frames(ds: pydicom.Dataset) -> int:
     try:
         return int(ds.get("NumberOfFrames", 1) or 1)
@@ -111,11 +121,17 @@ def _read_headers(folder: Path) -> dict[str, list[_Slice]]:
     files = [folder] if folder.is_file() else [p for p in visible_entries(folder) if p.is_file()]
     for file in files:
         try:
-            ds = pydicom.dcmread(file, stop_before_pixels=True)
+            with open(file, "rb") as fp:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                ended = fp.tell() >= file.stat().st_size  # no pixel data followed the header
         except Exception as exc:
             if file.suffix.lower() == ".dcm":
                 raise DataError(file, f"cannot read DICOM header ({_one_line(exc)})") from None
             continue  # README, DICOMDIR-like side files without a .dcm suffix
+        if ended and (kind := _image_storage(ds)):
+            # A cut-off slice reads as a header without position: it must not drop out quietly.
+            raise DataError(file, f"truncated or damaged: a {kind} file that ends before its "
+                                  "pixel data")  # fmt: skip
         if _frames(ds) > 1:
             frames = _frame_headers(ds)
             if frames is None:
@@ -235,6 +251,9 @@ def read_dicom_series(
     uid = series_uid if series_uid is not None else next(iter(series))
     if uid not in series:
         raise DataError(folder, f"no series {uid!r} (has {sorted(series)})")
+    if folder.is_file() and all(s.frame is None for s in series[uid]):
+        raise DataError(folder, "a single-slice DICOM file is one plane of a series: give the "
+                                f"series folder ({folder.parent}) instead")  # fmt: skip
     slices, positions, row_cos, col_cos = _ordered_slices(folder, series[uid])
     _repeated_frames(slices, positions)
     first = slices[0].ds
