@@ -16,7 +16,7 @@ import numpy as np
 
 from hybrid_unet.atomic import atomic_write_text
 from hybrid_unet.data.layouts import CaseRecord
-from hybrid_unet.data.preprocessing import crop_to_nonzero, read_case
+from hybrid_unet.data.preprocessing import axis_order, crop_to_nonzero, read_case
 
 SAMPLES_PER_CASE = 10_000
 PERCENTILES = (0.5, 50.0, 99.5)
@@ -35,6 +35,9 @@ class Fingerprint:
         modality: Channel index (string) -> modality name.
         num_cases: Number of cases.
         in_channels: Image channels.
+        axis_orders: Per case, the world axis each array axis follows
+            (:func:`~hybrid_unet.data.preprocessing.axis_order`); empty in fingerprints saved
+            before the field.
     """
 
     shapes: list[list[int]]
@@ -44,6 +47,7 @@ class Fingerprint:
     modality: dict[str, str] = field(default_factory=dict)
     num_cases: int = 0
     in_channels: int = 1
+    axis_orders: list[list[int] | None] = field(default_factory=list)
 
     @property
     def median_shape(self) -> np.ndarray:
@@ -79,6 +83,7 @@ def _case_stats(job: tuple[CaseRecord, int, int | None]) -> dict:
     return {
         "shape": list(image.shape[1:]),
         "spacing": [float(s) for s in geometry.spacing],
+        "axis_order": axis_order(geometry.affine),
         "samples": samples,
         "counts": counts,
     }
@@ -132,4 +137,5 @@ def compute_fingerprint(
         modality={str(k): v for k, v in (modality or {}).items()},
         num_cases=len(records),
         in_channels=samples.shape[0],
+        axis_orders=[s["axis_order"] for s in stats],
     )

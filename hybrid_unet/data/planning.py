@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ class Plan:
             before anything else (and back at the end of prediction), so a DICOM series (LPS)
             or a scan stored with a flipped axis meets the network as the training scans did.
             New plans: true; plans saved before the field existed: false, as they trained.
+        axis_order: The world axis (0 x, 1 y, 2 z) each array axis ``(D, H, W)`` follows in
+            most training cases (``[2, 1, 0]``: stored as a RAS NIfTI is). With
+            ``canonical_directions`` a case stored in another order (a sagittal series) is
+            transposed to it first and back at the end of prediction. None (plans saved before
+            the field): no transposition, as they trained.
     """
 
     spacing: list[float]
@@ -65,6 +71,7 @@ class Plan:
     in_channels: int = 1
     memory_budget_voxels: int = DEFAULT_MEMORY_BUDGET
     canonical_directions: bool = False
+    axis_order: list[int] | None = None
 
     def __post_init__(self) -> None:
         total = self.total_stride
@@ -94,6 +101,8 @@ class Plan:
         key = [self.spacing, self.normalization, self.intensity_properties]
         if self.canonical_directions:  # (false leaves the hashes of older caches as they were)
             key.append("canonical_directions")
+        if self.axis_order is not None:
+            key.append(["axis_order", list(self.axis_order)])
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self, path: str | Path) -> None:
@@ -187,9 +196,12 @@ def plan_experiment(
         raise ValueError(f"unknown plan override(s) {hints} (known: {sorted(_OVERRIDABLE)})")
     min_feat, max_stages = ov.pop("min_feature_size", 4), ov.pop("max_stages", 6)
 
-    spacing = [float(s) for s in ov.get("spacing") or target_spacing(fingerprint.spacings)]
-    scale = np.asarray(fingerprint.spacings, float) / np.asarray(spacing)
-    shapes = np.asarray(fingerprint.shapes, dtype=float) * scale
+    order = ov.get("axis_order", common_axis_order(fingerprint.axis_orders))
+    spacings = in_axis_order(fingerprint.spacings, fingerprint.axis_orders, order)
+    spacing = [float(s) for s in ov.get("spacing") or target_spacing(spacings)]
+    scale = np.asarray(spacings, float) / np.asarray(spacing)
+    shapes = in_axis_order(fingerprint.shapes, fingerprint.axis_orders, order)
+    shapes = np.asarray(shapes, dtype=float) * scale
     median = np.median(shapes, axis=0)
     if ov.get("patch_size"):
         patch = [int(p) for p in ov["patch_size"]]
@@ -228,7 +240,25 @@ def plan_experiment(
         in_channels=fingerprint.in_channels,
         memory_budget_voxels=int(memory_budget_voxels),
         canonical_directions=bool(ov.get("canonical_directions", True)),
+        axis_order=[int(a) for a in order] if order is not None else None,
     )
+
+
+def common_axis_order(orders: list[list[int] | None]) -> list[int] | None:
+    """The axis order most training cases share (the first of a tie); None without any."""
+    known = [tuple(o) for o in orders if o is not None]
+    return list(Counter(known).most_common(1)[0][0]) if known else None
+
+
+def in_axis_order(values: list, orders: list[list[int] | None], order: list[int] | None) -> list:
+    """Per-case ``(D, H, W)`` values (shapes, spacings) in ``order``: the cases the
+    preprocessing will transpose, transposed alike."""
+    if order is None or len(orders) != len(values):
+        return values
+    return [
+        v if own is None or list(own) == list(order) else [v[own.index(w)] for w in order]
+        for v, own in zip(values, orders, strict=True)
+    ]
 
 
 def config_over_plan(plan: Plan, data_cfg: Any, model_cfg: Any) -> list[str]:

@@ -13,7 +13,9 @@ no half file under a trusted name; a case without its ``.json`` is simply redone
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,6 +154,36 @@ def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
     return out
 
 
+def axis_order(affine: np.ndarray) -> list[int] | None:
+    """The world axis (0 x, 1 y, 2 z) each array axis (D, H, W) runs closest to: ``[2, 1, 0]``
+    for a NIfTI stored in RAS order, ``[0, 2, 1]`` for a sagittal DICOM series; None when the
+    affine names no axis (a degenerate one)."""
+    from nibabel.orientations import io_orientation
+
+    ornt = io_orientation(np.asarray(affine))
+    return None if np.isnan(ornt).any() else [int(a) for a in ornt[:, 0]]
+
+
+def to_axis_order(
+    image: np.ndarray, label: np.ndarray | None, geometry: Geometry, order: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray | None, Geometry, list[int] | None]:
+    """Transpose a case so that its array axes follow the world axes in ``order`` (the plan's:
+    the training cases' order), as a sagittal or coronal scan must to meet a network trained on
+    axial ones. Returns the case, its geometry in the new order and the permutation (new axis
+    ``i`` is old axis ``perm[i]``), or None when nothing moved."""
+    own = axis_order(geometry.affine)
+    if own is None or own == list(order):
+        return image, label, geometry, None
+    perm = [own.index(int(w)) for w in order]
+    affine = np.asarray(geometry.affine, dtype=np.float64).copy()
+    affine[:, :3] = affine[:, perm]
+    spacing = tuple(geometry.spacing[p] for p in perm)
+    geometry = dataclasses.replace(geometry, spacing=spacing, affine=affine)
+    image = np.ascontiguousarray(image.transpose(0, *(p + 1 for p in perm)))
+    label = np.ascontiguousarray(label.transpose(perm)) if label is not None else None
+    return image, label, geometry, perm
+
+
 def reversed_axes(affine: np.ndarray) -> list[int]:
     """The array axes (0, 1, 2 = D, H, W) that run against the world axis they follow: those a
     RAS-stored NIfTI runs along (DICOM's LPS reverses two, a flipped axis one)."""
@@ -161,8 +193,13 @@ def reversed_axes(affine: np.ndarray) -> list[int]:
 
 
 def _unflip(array: np.ndarray, properties: dict, first_spatial: int) -> np.ndarray:
+    """Undo the flips, then the transposition, of :func:`prepare_case`."""
     axes = [first_spatial + a for a in properties.get("flipped_axes") or []]
-    return np.ascontiguousarray(np.flip(array, axes)) if axes else array
+    array = np.ascontiguousarray(np.flip(array, axes)) if axes else array
+    if perm := properties.get("transposed_axes"):
+        back = [first_spatial + int(a) for a in np.argsort(perm)]
+        array = np.ascontiguousarray(array.transpose(*range(first_spatial), *back))
+    return array
 
 
 def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
@@ -203,14 +240,18 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 def prepare_case(
     image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Flip to the RAS directions (``plan.canonical_directions``), crop, resample and normalise
-    one case in memory, as training and inference both need.
+    """Transpose to the plan's axis order and flip to the RAS directions
+    (``plan.canonical_directions``), crop, resample and normalise one case in memory, as
+    training and inference both need.
 
     Returns:
         The image ``(C, D, H, W)`` at the plan's spacing, the label (or ``None``) and the
         properties :func:`revert_preprocessing` needs to map a prediction back.
     """
-    original_shape = list(image.shape[1:])
+    stored_affine, perm = np.asarray(geometry.affine).tolist(), None
+    if plan.canonical_directions and plan.axis_order:
+        image, label, geometry, perm = to_axis_order(image, label, geometry, plan.axis_order)
+    original_shape = list(image.shape[1:])  # in the plan's axis order, as the rest below
     flips = reversed_axes(geometry.affine) if plan.canonical_directions else []
     if flips:  # the shape and spacing stay; the crop box is then in the flipped frame
         image = np.flip(image, [a + 1 for a in flips])
@@ -225,9 +266,10 @@ def prepare_case(
         "source": str(geometry.source),
         "original_shape": original_shape,
         "original_spacing": list(geometry.spacing),
-        "affine": np.asarray(geometry.affine).tolist(),
+        "affine": stored_affine,
         "crop_box": box,
         "flipped_axes": flips,
+        "transposed_axes": perm,
         "spacing": list(plan.spacing),
         "has_label": label is not None,
     }

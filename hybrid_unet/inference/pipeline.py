@@ -126,7 +126,7 @@ def segment(
         x, props = zscore(image), None
     else:
         x, _, props = prepare_case(image, None, geometry, plan)
-        if note := unlike_training(plan, geometry.spacing, x.shape[1:]):
+        if note := unlike_training(plan, props["original_spacing"], x.shape[1:]):
             warnings.warn(f"{geometry.source or 'scan'}: {note}", stacklevel=2)
     mean, disagreement = average_members(members(x), uncertainty)
     label = mean.argmax(0).astype(np.uint8)

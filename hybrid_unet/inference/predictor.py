@@ -132,7 +132,9 @@ class Predictor:
         if data["num_classes"] != self.num_classes or data["in_channels"] != self.in_channels:
             raise ValueError(f"{path}: classes/channels differ from the first checkpoint's")
         if not same_plan:
-            raise ValueError(f"{path}: its plan (spacing, normalisation) differs from the first's")
+            raise ValueError(
+                f"{path}: its plan (spacing, normalisation, axis order) differs from the first's"
+            )
 
     def members(self, image: np.ndarray) -> Iterator[np.ndarray]:
         """Softmax ``(K, D, H, W)`` of a preprocessed image per network (and dropout sample)."""

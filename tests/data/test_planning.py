@@ -104,6 +104,25 @@ def test_plan_json_round_trip_and_table(tmp_path):
     assert other.preprocessing_hash() == plan.preprocessing_hash()
 
 
+def test_the_plan_keeps_the_axis_order_most_cases_share():
+    """Three axial cases and one sagittal case of the same anatomy: the plan takes the axial
+    order, and the sagittal case's shape and spacing count in that order (they are transposed
+    before training)."""
+    axial, sagittal = [2, 1, 0], [0, 2, 1]
+    fp = _fingerprint(
+        [[20, 40, 30]] * 3 + [[30, 20, 40]], [[3.0, 1.0, 0.8]] * 3 + [[0.8, 3.0, 1.0]]
+    )
+    fp.axis_orders = [axial] * 3 + [sagittal]
+    plan = plan_experiment(fp)
+    assert plan.axis_order == axial and plan.spacing == [3.0, 1.0, 0.8]
+    assert plan.median_shape == [20.0, 40.0, 30.0]
+    assert plan_experiment(fp, overrides={"axis_order": sagittal}).axis_order == sagittal
+    # a fingerprint saved before the field: no order, no transposition, the hash as before
+    old = plan_experiment(_fingerprint([[20, 40, 30]] * 3, [[3.0, 1.0, 0.8]] * 3))
+    assert old.axis_order is None
+    assert old.preprocessing_hash() != plan.preprocessing_hash()
+
+
 def test_apply_plan_fills_only_nulls():
     plan = plan_experiment(hippocampus_like())
     data = OmegaConf.create({"patch_size": None, "batch_size": 4})
@@ -138,8 +157,10 @@ def test_an_anisotropic_dataset_is_planned_with_as_many_stages_as_the_model_has(
 
     root = write_decathlon(tmp_path / "aniso", num_cases=2, shape=(96, 96, 20),
                            spacing=(0.8, 0.8, 3.0))  # fmt: skip
-    alone = plan_experiment(compute_fingerprint(detect_layout(root).cases))
-    assert alone.num_stages == 5
+    fingerprint = compute_fingerprint(detect_layout(root).cases)
+    assert fingerprint.axis_orders == [[2, 1, 0]] * 2  # NIfTI in RAS order: D, H, W = z, y, x
+    alone = plan_experiment(fingerprint)
+    assert alone.num_stages == 5 and alone.axis_order == [2, 1, 0]
     cfg = check_config(compose_config([
         "data=hippocampus", f"data.source.root={root}", f"data.source.cache_dir={tmp_path / 'c'}",
         "data.source.num_workers=0", "data.num_folds=2", f"paths.output_dir={tmp_path}",

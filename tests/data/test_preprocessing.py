@@ -146,6 +146,46 @@ def test_a_scan_stored_with_reversed_axes_meets_the_network_as_a_ras_one(tmp_pat
     assert props_c["flipped_axes"] == [] and not np.allclose(a, c)
 
 
+def test_a_scan_stored_in_another_axis_order_meets_the_network_as_the_training_scans():
+    """A sagittal scan (array axes along x, z, y) of the anatomy a RAS-ordered scan stores
+    along z, y, x was only flipped, so the network saw it transposed. It is now transposed to
+    the plan's axis order (and flipped), predicted there, and mapped back onto its own grid."""
+    from hybrid_unet.data.io.geometry import Geometry
+    from hybrid_unet.data.planning import Plan
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(1, 6, 9, 7)).astype(np.float32)
+    image[0, 1:4, 2:5, 1:3] += 5.0
+    ras = np.array([[0, 0, 0.8, 0], [0, 0.9, 0, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])
+    # stored as (w, d, h) = (x, z, y) with y reversed: x = 0.8 i, z = 2 j, y = 0.9 (8 - k)
+    stored = np.flip(image.transpose(0, 3, 1, 2), 3).copy()
+    sagittal = np.array([[0.8, 0, 0, 0], [0, 0, -0.9, 7.2], [0, 2.0, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(sagittal @ [3, 2, 8 - 4, 1], ras @ [2, 4, 3, 1])  # same point
+    plan = Plan(spacing=[2.0, 0.9, 0.8], patch_size=[4, 8, 8], batch_size=1,
+                strides=[[1, 1, 1]], kernel_sizes=[[3, 3, 3]], normalization=["zscore"],
+                intensity_properties=[{}], canonical_directions=True,
+                axis_order=[2, 1, 0])  # fmt: skip
+    geo = Geometry(spacing=(0.8, 2.0, 0.9), affine=sagittal)
+    a, _, props_a = prepare_case(image, None, Geometry(spacing=(2.0, 0.9, 0.8), affine=ras), plan)
+    b, _, props_b = prepare_case(stored, None, geo, plan)
+    assert props_a["transposed_axes"] is None and props_b["transposed_axes"] == [1, 2, 0]
+    assert props_b["original_spacing"] == [2.0, 0.9, 0.8]  # in the plan's order
+    np.testing.assert_allclose(a, b)
+    label = (a[0] > 2).astype(np.uint8)
+    back = revert_preprocessing(label, props_b)
+    assert back.shape == stored.shape[1:]
+    np.testing.assert_array_equal(
+        back, np.flip(revert_preprocessing(label, props_a).transpose(2, 0, 1), 2)
+    )
+    maps = np.stack([a[0], -a[0]])
+    np.testing.assert_allclose(revert_image(maps, props_b),
+                               np.flip(revert_image(maps, props_a).transpose(0, 3, 1, 2), 3),
+                               atol=1e-5)  # fmt: skip
+    old = dataclasses.replace(plan, axis_order=None)  # a plan saved before the field
+    c, _, props_c = prepare_case(stored, None, geo, old)
+    assert props_c["transposed_axes"] is None and c.shape != a.shape  # seen transposed
+
+
 def test_resample_image_coarse_axis_is_linear():
     image = np.zeros((1, 4, 6, 6), np.float32)
     image[0, 2:] = 1.0  # a step between slices 1 and 2

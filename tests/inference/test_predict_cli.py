@@ -357,3 +357,29 @@ def test_a_scan_unlike_the_training_cases_is_named_in_one_warning():
 
     with pytest.warns(UserWarning, match=r"^/scans/brain.nii.gz: unlike the training cases"):
         segment(image, geometry, plan, members)
+
+
+def test_a_sagittal_scan_is_predicted_in_the_training_axis_order_and_written_in_its_own():
+    """The same scan stored axial (D, H, W along z, y, x) and sagittal (along x, z, y): a
+    network that looks at the position along D must see the same array both times, and each
+    mask must come back on its own scan's grid. (The sagittal one was only flipped.)"""
+    from hybrid_unet.data.planning import Plan
+    from hybrid_unet.inference.pipeline import segment
+
+    plan = Plan(spacing=[1.0, 1.0, 1.0], patch_size=[8, 8, 8], batch_size=2,
+                strides=[[1, 1, 1]], kernel_sizes=[[3, 3, 3]], normalization=["zscore"],
+                intensity_properties=[{}], canonical_directions=True,
+                axis_order=[2, 1, 0])  # fmt: skip
+    image = 1.0 + np.random.default_rng(0).random((1, 8, 10, 12)).astype(np.float32)
+    axial = Geometry.from_spacing((1.0, 1.0, 1.0), "axial.nii.gz")
+    sagittal = Geometry((1.0, 1.0, 1.0), axial.affine[:, [2, 0, 1, 3]], "sagittal.nii.gz")
+
+    def members(x):  # class 1 in the first 3 planes along D and the first 4 along H
+        fg = np.zeros(x.shape[1:], np.float32)
+        fg[:3, :4] = 1.0
+        yield np.stack([1.0 - fg, fg])
+
+    a = segment(image, axial, plan, members).label
+    b = segment(np.ascontiguousarray(image.transpose(0, 3, 1, 2)), sagittal, plan, members).label
+    assert a.sum() == 3 * 4 * 12 and b.shape == (12, 8, 10)
+    np.testing.assert_array_equal(b, a.transpose(2, 0, 1))
