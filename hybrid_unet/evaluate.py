@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if problems:  # nothing will be written: only check the rest
                 continue
-            per_case[pred_path.name] = case_metrics(pred, ref, args.num_classes, geometry.spacing,
+            per_case[_case(pred_path)] = case_metrics(pred, ref, args.num_classes, geometry.spacing,
                                                     names, args.tolerance_mm)  # fmt: skip
             if args.decide_postprocessing:
                 pairs.append((pred, ref))

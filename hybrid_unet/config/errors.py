@@ -6,6 +6,7 @@ import difflib
 import inspect
 import re
 from collections.abc import Iterable
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -22,6 +23,32 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+
+
+def did_you_mean_path(key: str, node: Any) -> str:
+    """`` (did you mean 'trainer.max_epochs'?)`` for the keys named ``key`` elsewhere in the
+    config ``node`` belongs to (``max_epochs=3`` given at the top level), or an empty string."""
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        root = node._get_root() if node is not None else None
+        tree = OmegaConf.to_container(root, resolve=False) if isinstance(root, DictConfig) else {}
+    except Exception:  # a hint must never hide the error itself
+        return ""
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                full = f"{path}.{k}" if path else str(k)
+                if str(k) == key and path:
+                    found.append(full)
+                walk(v, full)
+
+    walk(tree, "")
+    if not found:
+        return ""
+    return " (did you mean " + " or ".join(f"'{f}'" for f in sorted(found)[:3]) + "?)"
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -50,7 +77,8 @@ def describe_exception(exc: BaseException) -> str:
         if _target_takes(parent, key):
             return (f"config key '{cause.full_key}' is not set in the config, though its "
                     f"_target_ takes it: add it with '+{cause.full_key}=...'")  # fmt: skip
-        return f"unknown config key '{cause.full_key}'{did_you_mean(key, siblings)}"
+        hint = did_you_mean(key, siblings) or did_you_mean_path(key, parent)
+        return f"unknown config key '{cause.full_key}'{hint}"
     if isinstance(cause, ValidationError):
         first = str(cause.msg).splitlines()[0]
         return f"bad value for config key '{cause.full_key}': {first}"

@@ -137,7 +137,12 @@ def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[
     if val_names is None:
         raise DataError(path, "split 'val' needs the run's splits.json (a run dir checkpoint)")
     wanted = set(val_names)
-    return [c for c in cases if c.name in wanted]
+    found = [c for c in cases if c.name in wanted]
+    if not found:
+        shown = ", ".join(sorted(wanted)[:3]) + (", ..." if len(wanted) > 3 else "")
+        raise DataError(path, f"lists none of the run's {len(wanted)} validation cases "
+                              f"({shown}): is it the dataset the run trained on?")  # fmt: skip
+    return found
 
 
 def _hdf5_cases(path: Path) -> list[CaseRecord]:

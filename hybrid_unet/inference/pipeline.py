@@ -125,6 +125,10 @@ def segment(
     if plan is None:
         x, props = zscore(image), None
     else:
+        if geometry.assumed:  # resampled to the plan's spacing as if it were 1 mm
+            warnings.warn(f"{geometry.source or 'scan'}: stores no voxel spacing, 1 mm assumed "
+                          "(a .npy takes it from a case.json sidecar {\"spacing\": [sd, sh, sw]},"
+                          " an .npz from a 'spacing' array)", stacklevel=2)  # fmt: skip
         x, _, props = prepare_case(image, None, geometry, plan)
         if note := unlike_training(plan, props["original_spacing"], x.shape[1:]):
             warnings.warn(f"{geometry.source or 'scan'}: {note}", stacklevel=2)

@@ -6,6 +6,7 @@ bad-input corpus in tests/reliability/test_bad_inputs.py.
 
 from __future__ import annotations
 
+import pytest
 from omegaconf import OmegaConf
 
 from hybrid_unet.config.validate import target_problems
@@ -42,3 +43,14 @@ def test_mirrored_validation_without_flipped_training_is_refused(tmp_path):
     result = cli(["+experiment=hippocampus_6min", "trainer.val_mirror=true"], tmp_path)
     assert result.code == 2 and "Traceback" not in result.stderr
     assert "trainer.val_mirror" in result.stderr and "flips none" in result.stderr
+
+
+def test_a_key_given_without_its_group_is_named_with_where_it_lives():
+    """``max_epochs=3`` (for ``trainer.max_epochs``) had no hint: no top-level key is close."""
+    from hybrid_unet.config.errors import describe_exception
+
+    with pytest.raises(Exception) as info:
+        compose_config(["+preset=quick_test", "max_epochs=3"])
+    assert describe_exception(info.value) == (
+        "unknown config key 'max_epochs' (did you mean 'trainer.max_epochs'?)"
+    )

@@ -30,7 +30,7 @@ def test_metrics_csv_summary_and_postprocessing_decision(tmp_path):
                  "--decide-postprocessing", str(run)])  # fmt: skip
     assert code == 0
     rows = list(csv.DictReader((tmp_path / "scores" / "metrics.csv").open()))
-    assert [r["case"] for r in rows] == ["a.nii.gz", "b.nii.gz"]
+    assert [r["case"] for r in rows] == ["a", "b"]  # case names, as validation_cases.csv
     dice_b = 2 * 64 / (2 * 64 + 1)
     assert float(rows[1]["dice_1"]) == pytest.approx(dice_b)
     summary = json.loads((tmp_path / "scores" / "summary.json").read_text())

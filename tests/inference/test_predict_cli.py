@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.io import read_image, write_hdf5_case
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.io.nifti import write_nifti
@@ -269,6 +270,11 @@ def test_numpy_inputs_a_file_or_a_folder_of_npy_and_npz(tiny_run, tmp_path):
     summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={folder}/n1.npz",
                                    f"output={tmp_path}/one"])  # fmt: skip
     assert [c["case"] for c in summary["cases"]] == ["n1"]
+    # without a sidecar the 1 mm is a guess, and predict says so (it was silent)
+    np.save(tmp_path / "bare.npy", phantom(2))
+    with pytest.warns(UserWarning, match=r"bare\.npy: stores no voxel spacing, 1 mm assumed"):
+        _predict_in_process([f"checkpoints={tiny_run}", f"input={tmp_path}/bare.npy",
+                             f"output={tmp_path}/bare"])  # fmt: skip
 
 
 def test_scans_that_share_a_name_are_refused_before_any_prediction(tmp_path):
@@ -294,6 +300,12 @@ def test_dataset_json_val_split_predicts_the_runs_validation_fold(tiny_run, tmp_
     summary = _predict_in_process([f"checkpoints={tiny_run}", f"input={root}/dataset.json",
                                    "split=val", f"output={tmp_path}/val"])  # fmt: skip
     assert sorted(c["case"] for c in summary["cases"]) == sorted(fold)
+    # another dataset, none of the fold in it: said so (it was "no scan found")
+    outside = [t for t in training if "not_in_fold" in t["image"]]
+    (root / "dataset.json").write_text(json.dumps({"training": outside, "labels": {}}))
+    with pytest.raises(DataError, match=r"dataset.json: lists none of the run's \d+ validation"):
+        _predict_in_process([f"checkpoints={tiny_run}", f"input={root}/dataset.json",
+                             "split=val", f"output={tmp_path}/val2"])  # fmt: skip
 
 
 def test_auto_mirroring_follows_each_runs_validation_and_an_ensemble_shares_axes(
