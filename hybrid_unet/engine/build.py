@@ -176,8 +176,9 @@ def build_train_loader(
     )
 
 
-def build_model(cfg: dict) -> torch.nn.Module:
-    """The network, with pretrained weights loaded where ``trainer.pretrained`` names some."""
+def build_model(cfg: dict, pretrained: bool = True) -> torch.nn.Module:
+    """The network, with pretrained weights loaded where ``trainer.pretrained`` names some
+    (unless ``pretrained`` is false: a resume restores its own weights)."""
     model = instantiate_model(cfg["model"])
     stride = getattr(model, "total_stride", None)
     patch = cfg["data"]["patch_size"]
@@ -193,7 +194,7 @@ def build_model(cfg: dict) -> torch.nn.Module:
                            f"1 voxel at the model's total stride {list(stride)}, and instance "
                            "norm needs more than one: use a patch of at least twice the stride "
                            "along one axis"])  # fmt: skip
-    if cfg["trainer"]["pretrained"]:
+    if pretrained and cfg["trainer"]["pretrained"]:
         load_pretrained(model, cfg["trainer"]["pretrained"], cfg["model"])
     return model
 

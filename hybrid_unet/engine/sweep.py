@@ -97,7 +97,8 @@ class SweepCheck(Callback):
     """Hydra callback: before the first job of a grid sweep, compose and check every job's
     config, so a bad value among the swept ones (``optimizer.lr=1e-3,-1``) is refused before
     any job trains (it stopped the sweep when its job came; under submitit the launcher said
-    only "has not produced any output")."""
+    only "has not produced any output"), and so is a job dir trained with other settings
+    (:func:`check_same_job`)."""
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         from hybrid_unet.cli import exit_on_user_error
@@ -135,12 +136,17 @@ def sweep_job_problems(config) -> list[str]:
             HydraConfig.instance().set_config(cfg)
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 sweep = cfg.hydra.sweep
-                cfg.hydra.runtime.output_dir = str(Path(sweep.dir) / str(sweep.subdir))
+                job_dir = Path(sweep.dir) / str(sweep.subdir)
+                cfg.hydra.runtime.output_dir = str(job_dir)
             HydraConfig.instance().set_config(cfg)
             with open_dict(cfg):
                 del cfg["hydra"]  # a job's task gets its config without it
             try:
-                check_config(cfg)
+                resolved = check_config(cfg)
+                # A changed sweep is refused here, before any job skips a dir and rewrites the
+                # table (or Hydra the sweep's multirun.yaml), not when the job comes.
+                if (job_dir / "checkpoints").is_dir():
+                    check_same_job(job_dir, resolved)
             except ConfigError as exc:
                 values = " ".join(a for a in job if a.split("=", 1)[0] in swept)
                 problems += [f"sweep job {number} ({values}): {p}" for p in exc.problems]

@@ -93,7 +93,9 @@ class Trainer:
             )
 
         self.data = build.build_data(cfg, self.run_dir)  # may fill planned values into cfg
-        self.model = build.build_model(cfg).to(self.device)
+        resume_from = resume_from or resolve_resume(self.t["resume"], self.run_dir)
+        # A resume loads its own weights: trainer.pretrained's file need not exist any more.
+        self.model = build.build_model(cfg, pretrained=not resume_from).to(self.device)
         self.loss_fn = build.build_loss(cfg).to(self.device)
         self.optimizer = build.build_optimizer(cfg, self.model, self.loss_fn)
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
@@ -119,7 +121,6 @@ class Trainer:
         self.stopping = False  # a stop signal reached (on any rank)
         self.final_val_seconds = 0.0  # timed at the start of a run on a time budget
         self.stopped_by: str | None = None  # the signal, on the rank that received it
-        resume_from = resume_from or resolve_resume(self.t["resume"], self.run_dir)
         logger_states = self.load(*resume_from) if resume_from else None
         resume_step = self.state.step if resume_from else None
         if self.t["resume"] == "auto" and not resume_from and self.ckpt_dir.is_dir():

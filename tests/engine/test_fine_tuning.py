@@ -36,6 +36,14 @@ def test_fine_tune_to_three_classes_with_a_frozen_encoder(tmp_path, capsys):
                and epoch1[k].shape == before[k].shape and epoch1[k].is_floating_point()]  # fmt: skip
     assert any(not torch.equal(epoch1[k], before[k]) for k in decoder)
 
+    # A resume restores its own weights: the pretrained file may be gone (it had to exist,
+    # and its weights were loaded, then overwritten).
+    pretrained.unlink()
+    summary, _ = train_in_process([*ONE, f"trainer.pretrained={pretrained}", "data.num_classes=3",
+                                   "trainer.freeze_encoder_epochs=1", "trainer.max_epochs=3",
+                                   f"trainer.resume={tmp_path / 'ft'}"], tmp_path / "ft")  # fmt: skip
+    assert summary["epochs"] == 3 and "Pretrained weights" not in capsys.readouterr().err
+
 
 def test_freezing_needs_an_encoder_decoder_split():
     with pytest.raises(ConfigError, match="freeze_encoder_epochs"):

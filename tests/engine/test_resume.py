@@ -84,6 +84,28 @@ def test_a_resume_refuses_new_values_for_what_it_restores_and_lists_the_rest(tmp
     assert any(not torch.equal(before[k], v) for k, v in after["model"].items())
 
 
+def test_a_resume_refuses_another_fold_or_epoch_length_saying_why():
+    """A resume with data.fold=1 trained on fold 0's training cases (fold 1's validation cases
+    among them) and crossval counted it as fold 1; a new steps_per_epoch left an empty epoch
+    and ended the run early. Both are refused, each group with its reason."""
+    from hybrid_unet.config.errors import ConfigError
+    from hybrid_unet.engine.resume import check_resume_config
+
+    old = {"data": {"fold": 0, "batch_size": 2}, "trainer": {"steps_per_epoch": 10},
+           "optimizer": {"lr": 1e-3}}  # fmt: skip
+    new = {"data": {"fold": 1, "batch_size": 2}, "trainer": {"steps_per_epoch": 3},
+           "optimizer": {"lr": 1e-2}}  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        check_resume_config(old, new, "run/last.pt")
+    first, split, epoch = info.value.problems
+    assert "restores its network" in first and "  - optimizer.lr: 0.001" in first
+    assert "another fold would validate on cases it trained on" in split
+    assert "  - data.fold: 0 in the checkpoint, 1 now" in split
+    assert "raise trainer.max_epochs" in epoch and "  - trainer.steps_per_epoch: 10" in epoch
+    new = {**old, "data": {"fold": 0, "batch_size": 4}}
+    assert check_resume_config(old, new, "run/last.pt") == ["  data.batch_size: 2 -> 4"]
+
+
 def test_a_new_run_never_trains_over_an_existing_one(tmp_path):
     run = _run(tmp_path, "r")
     recorded, metrics = _hydra_files(run), (run / "metrics.csv").read_bytes()

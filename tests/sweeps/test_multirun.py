@@ -41,17 +41,23 @@ def test_grid_sweep_tabulates_and_a_rerun_skips_or_resumes(tmp_path):
 
 def test_a_changed_sweep_never_takes_another_jobs_results(tmp_path):
     """Job dirs are numbered: reordering or adding values maps a number to other settings.
-    Such a dir is refused (its recorded overrides left as they were) instead of being skipped
-    as finished under the new settings, and a smaller re-run tabulates only its own jobs."""
+    Such a dir is refused before any job starts (its recorded overrides, the sweep's table
+    and multirun.yaml left as they were) instead of being skipped as finished under the new
+    settings, and a smaller re-run tabulates only its own jobs."""
     base = ["-m", "run_name=s", *TINY, "trainer.max_epochs=1", "data.max_val_cases=1"]
     first = cli([*base, "loss=dice_ce,dice_focal"], tmp_path)
     assert first.code == 0, first.stderr[-3000:]
     sweep_dir = tmp_path / "runs" / "multirun" / "s"
     recorded = (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text()
-    swapped = cli([*base, "loss=dice_focal,dice_ce"], tmp_path)
+    records = [(sweep_dir / n).read_bytes() for n in ("sweep_summary.csv", "multirun.yaml")]
+    swapped = cli([*base, "loss=dice_ce,ce"], tmp_path)  # job 0 as before, job 1 not
     assert swapped.code == 2 and "Traceback" not in swapped.stderr, swapped.stderr[-3000:]
-    assert f"{sweep_dir / '0'} holds a sweep job trained with other settings" in swapped.stderr
+    assert f"{sweep_dir / '1'} holds a sweep job trained with other settings" in swapped.stderr
+    assert "no job of the sweep was started" in swapped.stderr
     assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text() == recorded
+    # refused before job 0 was skipped: its table and Hydra's record of the sweep stay (the
+    # refused sweep rewrote them to its job 0 alone)
+    assert [(sweep_dir / n).read_bytes() for n in ("sweep_summary.csv", "multirun.yaml")] == records
     smaller = cli([*base, "loss=dice_ce"], tmp_path)
     assert smaller.code == 0, smaller.stderr[-3000:]
     assert smaller.stdout.count("finished before (summary.json)") == 1
