@@ -125,12 +125,13 @@ def _train(cfg: DictConfig) -> float:
         trainer.close()
         if multirun and trainer.stopping:  # a stop signal stops the sweep, not just this job
             write_stopped_job(HydraConfig.get().sweep.dir)
-            print("The sweep stops here; run the same command again to resume it.")
+            print(f"The sweep stops here; {_sweep_resume_hint()}")
             raise SystemExit(130 if trainer.stopped_by == "SIGINT" else 143)
-    except Exception as exc:
-        # Caught here, not only in main(): Hydra prints an extra line for a failing job.
+    except BaseException as exc:  # SystemExit too: a signal that ends the start-up
         _discard_if_empty(run_dir)
-        _exit_on_user_error(exc)
+        if isinstance(exc, Exception):
+            # Caught here, not only in main(): Hydra prints an extra line for a failing job.
+            _exit_on_user_error(exc)
         raise
     if not summary:  # a data-parallel rank other than 0
         return float("nan")
@@ -160,6 +161,16 @@ def _diverged_job(trainer, exc: Exception) -> float:
     return objective(summary)
 
 
+def _sweep_resume_hint() -> str:
+    """How to resume this sweep: the same command, which must name the sweep's dir (a default
+    run_name is the launch time, so the same command would start a new sweep)."""
+    hydra = HydraConfig.get()
+    if any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in hydra.overrides.task):
+        return "run the same command again to resume it."
+    return (f"run the same command with run_name={Path(hydra.sweep.dir).name} added to resume "
+            "it (without it, a new sweep starts).")  # fmt: skip
+
+
 def summary_lines(summary: dict) -> str:
     """The closing lines of a run: best metrics, cost, time."""
     best = summary["best_mean_dice"]
@@ -173,8 +184,11 @@ def summary_lines(summary: dict) -> str:
         value = "n/a" if monitored is None else f"{monitored:.4f}"
         at = f"(best {summary['monitor']} {value} {at})"
     epochs = summary["epochs"]
+    if best is None and monitored is None and summary["best_epoch"] < 0:
+        at, best_text = "", "n/a"  # stopped before its first validation
+    result = f"best mean Dice {best_text} {at}" if at else "no validation yet"
     lines = [
-        f"{head}: best mean Dice {best_text} {at}, {epochs} epoch{'s' * (epochs != 1)} in "
+        f"{head}: {result}, {epochs} epoch{'s' * (epochs != 1)} in "
         f"{summary['train_seconds']:.0f} s; run dir {summary['run_dir']}",
         f"  parameters {summary['parameters']:,}, forward {flops_text} per patch, "
         f"peak memory {summary['peak_memory_mb']:.0f} MB, {summary['seconds_per_epoch']:.1f} s "

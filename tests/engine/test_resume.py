@@ -154,6 +154,7 @@ def test_sigterm_during_start_up_exits_with_a_line_and_no_checkpoint(tmp_path, m
     assert result.code == 143, result.stderr[-3000:]
     assert "SIGTERM received outside training: exiting" in result.stderr
     assert not list((tmp_path / "runs").rglob("*.pt"))
+    assert not (tmp_path / "runs" / "r").exists()  # no empty run dir left (.hydra, train.log)
     assert signal.getsignal(signal.SIGTERM) is before  # the entry point put its handler back
 
 

@@ -24,6 +24,10 @@ def test_summary_reports_cost_and_time(tmp_path):
         assert part in text
     stopped = summary_lines({**summary, "complete": False})  # stopped by a signal, say
     assert stopped.startswith("Not finished (resumable): best mean Dice")
+    # stopped before its first validation: it said "best mean Dice n/a at epoch -1"
+    early = {**summary, "complete": False, "best_mean_dice": None, "best_metric": None,
+             "best_epoch": -1, "epochs": 1}  # fmt: skip
+    assert summary_lines(early).startswith("Not finished (resumable): no validation yet, 1 epoch")
 
 
 def test_model_cost_counts_a_conv_by_hand_and_leaves_the_model_as_it_was():

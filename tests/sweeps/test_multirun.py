@@ -243,3 +243,20 @@ def test_a_sweep_that_fails_half_way_keeps_the_rows_of_its_finished_jobs(tmp_pat
     with open(tmp_path / "runs" / "multirun" / "f" / "sweep_summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["job"], r["complete"]) for r in rows] == [("0", "True")]
+
+
+@pytest.mark.parametrize(("task", "hint"), [
+    (["run_name=grid", "loss=dice_ce,ce"], "run the same command again to resume it."),
+    (["loss=dice_ce,ce"], "run the same command with run_name=2026-12-03_17-00-00 added"),
+])  # fmt: skip
+def test_a_stopped_sweep_says_how_to_resume_it(monkeypatch, task, hint):
+    """Without run_name the sweep dir is the launch time: "run the same command again" started
+    a new sweep and trained its finished jobs again."""
+    from types import SimpleNamespace
+
+    from hybrid_unet import train
+
+    hydra = SimpleNamespace(overrides=SimpleNamespace(task=task),
+                            sweep=SimpleNamespace(dir="runs/multirun/2026-12-03_17-00-00"))  # fmt: skip
+    monkeypatch.setattr(train.HydraConfig, "get", staticmethod(lambda: hydra))
+    assert train._sweep_resume_hint().startswith(hint)
