@@ -102,9 +102,10 @@ class DatasetSource:
         fp_path = self.dataset_dir / "fingerprint.json"
         start = time.perf_counter()
         validated = False
-        if fp_path.is_file():
-            self.fingerprint = Fingerprint.from_json(fp_path)
-        else:
+        cached = Fingerprint.from_json(fp_path) if fp_path.is_file() else None
+        if cached is not None and len(cached.axis_orders) == cached.num_cases:
+            self.fingerprint = cached
+        else:  # none yet, or one saved before the cases' axis orders were measured
             if validate:
                 validate_dataset(records, label_values, num_workers, root, num_channels)
                 validated = True

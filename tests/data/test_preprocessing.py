@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -75,6 +76,14 @@ def test_dataset_source_contract(decathlon, tmp_path):
     assert all(p % t == 0 for p, t in zip(src.plan.patch_size, src.plan.total_stride, strict=True))
     again = DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
     assert again.plan == src.plan and again.preprocessed_dir == src.preprocessed_dir
+    assert src.plan.axis_order == [2, 1, 0]
+    # A fingerprint cached before the axis orders were measured is measured again: kept, it
+    # planned no axis order, and a sagittal scan was predicted transposed.
+    fp_path = src.dataset_dir / "fingerprint.json"
+    old = json.loads(fp_path.read_text())
+    fp_path.write_text(json.dumps({k: v for k, v in old.items() if k != "axis_orders"}))
+    third = DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    assert third.plan == src.plan and json.loads(fp_path.read_text()) == old
 
 
 def test_dataset_source_validates_first(decathlon, tmp_path):
