@@ -192,7 +192,7 @@ def reversed_axes(affine: np.ndarray) -> list[int]:
     return [int(a) for a in np.flatnonzero(io_orientation(np.asarray(affine))[:, 1] < 0)]
 
 
-def _unflip(array: np.ndarray, properties: dict, first_spatial: int) -> np.ndarray:
+def _to_scan_layout(array: np.ndarray, properties: dict, first_spatial: int) -> np.ndarray:
     """Undo the flips, then the transposition, of :func:`prepare_case`."""
     axes = [first_spatial + a for a in properties.get("flipped_axes") or []]
     array = np.ascontiguousarray(np.flip(array, axes)) if axes else array
@@ -213,7 +213,7 @@ def revert_preprocessing(label: np.ndarray, properties: dict) -> np.ndarray:
     cropped = resample_label(np.asarray(label), tuple(b - a for a, b in box))
     out = np.zeros(properties["original_shape"], dtype=cropped.dtype)
     out[tuple(slice(a, b) for a, b in box)] = cropped
-    return _unflip(out, properties, 0)
+    return _to_scan_layout(out, properties, 0)
 
 
 def revert_image(
@@ -229,7 +229,7 @@ def revert_image(
     out = np.empty((array.shape[0], *properties["original_shape"]), np.float32)
     out[:] = np.asarray(fill, np.float32).reshape(-1, 1, 1, 1)
     out[(slice(None), *(slice(a, b) for a, b in box))] = cropped
-    return _unflip(out, properties, 1)
+    return _to_scan_layout(out, properties, 1)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

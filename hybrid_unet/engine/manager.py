@@ -147,15 +147,18 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def find_resumable(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+def find_resumable(ckpt_dir: str | Path, quiet: bool = False) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint in ``ckpt_dir`` that loads, with its contents.
 
     Unreadable ones (a truncated file, a flipped byte, a torn write on a full disk) are skipped
-    with a warning naming the file.
+    with a warning naming the file (``quiet``: without, for a look ahead that the resume
+    itself repeats).
     """
     for path in CheckpointManager(ckpt_dir).candidates():
         try:
             return path, load_training_checkpoint(path)
         except CheckpointError as exc:  # try the next one
-            print(f"warning: skipping unreadable checkpoint {path}: {exc.problem}", file=sys.stderr)
+            if not quiet:
+                print(f"warning: skipping unreadable checkpoint {path}: {exc.problem}",
+                      file=sys.stderr)  # fmt: skip
     return None

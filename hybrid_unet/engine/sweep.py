@@ -34,9 +34,13 @@ def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
     return summary if summary.get("complete") else None
 
 
-def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> tuple[Path, dict] | None:
+def check_same_job(
+    run_dir: str | Path, resolved: dict[str, Any], quiet: bool = False
+) -> tuple[Path, dict] | None:
     """Refuse a job dir whose newest checkpoint was trained with other settings than ``resolved``
-    (values the plan fills later, null in ``resolved``, are not compared).
+    (values the plan fills later, null in ``resolved``, are not compared). ``quiet``: skip an
+    unreadable checkpoint without a warning (the sweep's check before its first job; the job
+    itself warns).
 
     Returns:
         The newest readable checkpoint's path and contents (``None``: none), for the resume,
@@ -49,7 +53,7 @@ def check_same_job(run_dir: str | Path, resolved: dict[str, Any]) -> tuple[Path,
     from hybrid_unet.engine.manager import find_resumable
     from hybrid_unet.engine.resume import NOT_SETTINGS, config_changes
 
-    found = find_resumable(Path(run_dir) / "checkpoints")
+    found = find_resumable(Path(run_dir) / "checkpoints", quiet)
     if found is None:
         return None
     stored = found[1].get("config") or {}
@@ -146,7 +150,7 @@ def sweep_job_problems(config) -> list[str]:
                 # A changed sweep is refused here, before any job skips a dir and rewrites the
                 # table (or Hydra the sweep's multirun.yaml), not when the job comes.
                 if (job_dir / "checkpoints").is_dir():
-                    check_same_job(job_dir, resolved)
+                    check_same_job(job_dir, resolved, quiet=True)
             except ConfigError as exc:
                 values = " ".join(a for a in job if a.split("=", 1)[0] in swept)
                 problems += [f"sweep job {number} ({values}): {p}" for p in exc.problems]

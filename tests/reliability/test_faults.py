@@ -45,8 +45,8 @@ def _hook_forward(fire) -> None:
     real = build.build_model
     counts = {True: 0, False: 0}
 
-    def build_with_hook(cfg):
-        model = real(cfg)
+    def build_with_hook(cfg, **kwargs):
+        model = real(cfg, **kwargs)
 
         def hook(module, args):
             counts[module.training] += 1

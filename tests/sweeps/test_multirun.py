@@ -126,7 +126,8 @@ def test_the_objective_is_never_nan():
 
 def test_a_rerun_job_reads_its_checkpoint_once(tmp_path):
     """The job check and the resume each read (and CRC-checked) the newest checkpoint: twice the
-    time, and a damaged last.pt warned twice."""
+    time, and a damaged last.pt warned twice. (The sweep's check before its first job reads
+    it too, quietly: a changed sweep must be refused before any job writes.)"""
     import shutil
 
     args = ["-m", "run_name=once", *TINY, "trainer.max_epochs=1", "data.max_val_cases=1"]
