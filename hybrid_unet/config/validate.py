@@ -45,6 +45,12 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict
             OmegaConf.merge(OmegaConf.structured(schema), resolved.get(section, {}))
         except OmegaConfBaseException as exc:
             problems.append(_schema_problem(section, exc))
+    problems += [
+        f"config key '{group}' has no _target_: nothing says which class to build (a {group} "
+        f"YAML of your own names it, e.g. '_target_: my_{group}.MyClass')"
+        for group in _BUILT_GROUPS
+        if isinstance(resolved.get(group), dict) and "_target_" not in resolved[group]
+    ]  # without it the node itself was passed on as the loss (a traceback once training ran)
     _check_targets(resolved, "", problems)
     problems += cross_field_problems(resolved)
     if problems:
@@ -62,6 +68,8 @@ def root_key_problems(cfg: dict) -> list[str]:
             f"{', '.join(fields)}" for key in cfg if key not in fields and key != "hydra"]  # fmt: skip
 
 
+# Config groups each built as one object from their ``_target_``.
+_BUILT_GROUPS = ("model", "loss", "optimizer", "scheduler")
 # Config groups whose options are ``_global_`` recipes that set keys of other groups.
 _RECIPE_GROUPS = ("preset", "experiment")
 

@@ -88,6 +88,14 @@ class DatasetSource:
                 f"{self.num_classes}: set data.num_classes={max(label_values) + 1}, or remove "
                 "the labels no case uses from the file",
             )
+        elif self.num_classes > max(label_values) + 1:  # classes no case can hold
+            raise DataError(
+                self.layout.meta_file,
+                f"declares labels up to {max(label_values)} but data.num_classes="
+                f"{self.num_classes}: classes {max(label_values) + 1}..{self.num_classes - 1} "
+                f"would score 0 and lower the mean Dice; set data.num_classes="
+                f"{max(label_values) + 1}",
+            )
         if self.ignore_label is not None:
             if self.ignore_label < self.num_classes:
                 raise DataError(self.layout.meta_file, f"label 'ignore' = {self.ignore_label} is "

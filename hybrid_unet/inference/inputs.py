@@ -35,7 +35,7 @@ from hybrid_unet.data.layouts import (
 _NIFTI = (".nii.gz", ".nii")
 _NUMPY = (".npy", ".npz")
 _HDF5 = (".h5", ".hdf5")
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$", re.IGNORECASE)
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.(nii(\.gz)?|npy)$", re.IGNORECASE)
 
 
 def _stem(path: Path) -> str:
@@ -46,8 +46,8 @@ def _stem(path: Path) -> str:
     return name[: -len(suffix)] if suffix else name
 
 
-def _nifti_cases(files: list[Path]) -> list[CaseRecord]:
-    """One case per file, except nnU-Net channel files, grouped by case name.
+def _channel_cases(files: list[Path]) -> list[CaseRecord]:
+    """One case per file, except nnU-Net channel files (NIfTI or ``.npy``), grouped by case name.
 
     Files sharing a case name form one case only when their ``_NNNN`` suffixes are exactly
     ``0000`` .. ``n-1`` (``case_0000`` alone is case ``case``); otherwise the suffix is part of
@@ -99,8 +99,9 @@ def _folder_cases(folder: Path) -> list[CaseRecord]:
     arrays = [p for p in entries if p.is_file() and p.name.lower().endswith(_NUMPY)]
     containers = [p for p in entries if p.is_file() and p.name.lower().endswith(_HDF5)]
     series = [p for p in entries if p.is_dir() and _is_dicom_folder(p)]
-    cases = _nifti_cases(niftis) + [CaseRecord(p.name, [p], None) for p in series]
-    cases += [_one_case(p) for p in arrays]
+    npys = [p for p in arrays if p.name.lower().endswith(".npy")]
+    cases = _channel_cases(niftis + npys) + [CaseRecord(p.name, [p], None) for p in series]
+    cases += [_one_case(p) for p in arrays if p not in npys]
     cases += [case for p in containers for case in _hdf5_cases(p)]
     if cases:
         return sorted(cases, key=lambda c: c.name)
@@ -119,12 +120,12 @@ def _test_cases(root: Path, meta: dict) -> list[CaseRecord]:
             for i, e in enumerate(listed)
         ]
         # A listed x.nii.gz may exist only as the nnU-Net v1 channel files x_0000.nii.gz, ...
-        return _nifti_cases([f for path in paths for f in listed_image_files(path)])
+        return _channel_cases([f for path in paths for f in listed_image_files(path)])
     images_ts = root / "imagesTs"
     if not images_ts.is_dir():
         raise DataError(root / "dataset.json", "no 'test' list and no imagesTs/ folder")
     scans = [p for p in visible_entries(images_ts) if p.name.lower().endswith(_NIFTI)]
-    return _nifti_cases(scans)
+    return _channel_cases(scans)
 
 
 def _dataset_cases(path: Path, split: str, val_names: list[str] | None) -> list[CaseRecord]:
@@ -150,8 +151,8 @@ def _hdf5_cases(path: Path) -> list[CaseRecord]:
 
 
 _FILE_KINDS: dict[str, Callable[[Path], list[CaseRecord]]] = {
-    ".nii.gz": lambda p: _nifti_cases([p]),
-    ".nii": lambda p: _nifti_cases([p]),
+    ".nii.gz": lambda p: _channel_cases([p]),
+    ".nii": lambda p: _channel_cases([p]),
     ".npy": lambda p: [_one_case(p)],
     ".npz": lambda p: [_one_case(p)],
     ".h5": _hdf5_cases,

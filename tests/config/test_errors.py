@@ -54,3 +54,20 @@ def test_a_key_given_without_its_group_is_named_with_where_it_lives():
     assert describe_exception(info.value) == (
         "unknown config key 'max_epochs' (did you mean 'trainer.max_epochs'?)"
     )
+
+
+@pytest.mark.parametrize("group", ["loss", "model", "optimizer", "scheduler"])
+def test_a_group_file_without_target_is_one_line(group):
+    """A loss YAML without _target_ was passed on as the loss itself: a traceback once training
+    ran ("MutableMapping.update() takes ..."); a model's named a key that does not exist."""
+    from omegaconf import open_dict
+
+    from hybrid_unet.config.errors import ConfigError
+    from hybrid_unet.config.validate import check_config
+
+    cfg = compose_config(["+preset=quick_test", "paths.output_dir=/tmp"])
+    with open_dict(cfg):
+        del cfg[group]["_target_"]
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg, choices={})
+    assert info.value.problems[0].startswith(f"config key '{group}' has no _target_")

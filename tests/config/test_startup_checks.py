@@ -76,6 +76,17 @@ def test_a_patch_whose_bottleneck_is_one_voxel_is_refused_before_training(tmp_pa
     build_model(cfg)
 
 
+def test_a_patch_the_configs_fixed_strides_do_not_divide_names_the_fix(tmp_path):
+    """plain_unet fixes nnU-Net's strides for isotropic data; on an anisotropic plan's patch
+    (12 along the 3 mm axis) the error blamed the patch, not the strides the config set."""
+    from hybrid_unet.engine.build import build_model
+
+    cfg = check_config(compose_config([*TINY, "model=plain_unet", f"paths.output_dir={tmp_path}"]))
+    cfg["data"]["patch_size"] = [12, 16, 16]  # as the plan fills it, after the config check
+    with pytest.raises(ConfigError, match=r"not divisible .* model.strides=null takes the plan"):
+        build_model(cfg)
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [

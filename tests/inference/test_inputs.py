@@ -41,6 +41,26 @@ def test_a_folder_skips_macos_side_files_and_torn_temporaries(tmp_path):
     assert tuple(geometry.spacing) == (2.0, 1.0, 1.0)
 
 
+def test_numpy_channel_files_form_one_case_as_nifti_ones_do(tmp_path):
+    """A folder of nnU-Net-style .npy channel files (which training reads with file_ending
+    ".npy") was predicted file by file: case names with _0000, and 1-channel inputs for a
+    2-channel model."""
+    for name in ("x_0000.npy", "x_0001.npy", "y.npy", "patient_0007.npy"):
+        np.save(tmp_path / name, np.ones((8, 8, 8), np.float32))
+    np.savez(tmp_path / "z_0000.npz", image=np.ones((1, 8, 8, 8), np.float32))
+
+    cases = find_cases(tmp_path)
+
+    assert [(c.name, [p.name for p in c.images]) for c in cases] == [
+        ("patient_0007", ["patient_0007.npy"]),
+        ("x", ["x_0000.npy", "x_0001.npy"]),
+        ("y", ["y.npy"]),
+        ("z_0000", ["z_0000.npz"]),  # an .npz holds its channels itself
+    ]
+    image, _ = read_image(cases[1].images[0])
+    assert image.shape == (1, 8, 8, 8)
+
+
 def test_numbered_files_of_different_patients_are_separate_cases(tmp_path):
     _nifti(tmp_path / "patient_0001.nii.gz")
     _nifti(tmp_path / "patient_0002.nii.gz")
