@@ -231,9 +231,23 @@ def model_part_problems(model: Any) -> list[str]:
     problems = []
     for key, value in model.items():
         if (key in _DOTTED_MODEL_KEYS or str(key).endswith("_attention")) and "." in str(value):
-            problem = dotted_problem(str(value), f"model.{key}")
+            problem = dotted_problem(str(value), f"model.{key}") or _built_from_channels(
+                str(value), f"model.{key}"
+            )
             problems += [problem] if problem is not None else []
     return problems
+
+
+def _built_from_channels(dotted: str, key: str) -> str | None:
+    """Why the class at ``dotted`` cannot be built as ``cls(channels)``, as a model slot
+    builds it (it failed inside the model, naming the model's target, not the key)."""
+    try:
+        inspect.signature(locate(dotted)).bind(1)
+    except TypeError as exc:
+        return f"config key '{key}': '{dotted}' is built as cls(channels), but {exc}"
+    except ValueError:  # no signature to read (a builtin): the model will tell
+        return None
+    return None
 
 
 def _matches(value: Any, hint: Any) -> bool:

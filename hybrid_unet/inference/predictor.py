@@ -82,7 +82,8 @@ class Predictor:
         self.device = resolve_device(device, key="device")
         self.precision = precision
         self.models = []
-        for ckpt in loaded:
+        for path, ckpt in zip(paths, loaded, strict=True):
+            _check_importable(path, ckpt["config"]["model"])
             model = instantiate_model(ckpt["config"]["model"])
             # The weight average (trainer.ema_decay) is what validation scored, when there is one.
             model.load_state_dict(ckpt.get("ema") or ckpt["model"])
@@ -181,3 +182,17 @@ class Predictor:
 
 def _dropouts(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+
+
+def _check_importable(path: Path, model_cfg: dict) -> None:
+    """A run whose network (or a part of it) is a class of one's own predicts only where that
+    class imports: say so, naming it (Hydra said "Error locating target ...")."""
+    from hybrid_unet.config.errors import ConfigError
+    from hybrid_unet.config.validate import import_failure
+
+    dotted = [("_target_", model_cfg.get("_target_"))]
+    dotted += [(k, v) for k, v in model_cfg.items() if str(k).endswith("attention")]
+    for key, value in dotted:
+        if isinstance(value, str) and "." in value and (why := import_failure(value)) is not None:
+            raise ConfigError([f"{path}: model.{key} '{value}' cannot be imported here{why}; "
+                               "predict where the run trained (the same PYTHONPATH)"])  # fmt: skip

@@ -17,9 +17,11 @@ def ext_modules(tmp_path, monkeypatch):
     (tmp_path / "raising_ext.py").write_text("raise RuntimeError('set MY_KEY first')\n")
     (tmp_path / "good_ext.py").write_text("class Mixer:\n    def __init__(self, dim):\n"
                                           "        self.dim = dim\n")  # fmt: skip
+    (tmp_path / "two_args_ext.py").write_text("class TwoArgs:\n    def __init__(self, dim, heads):"
+                                              "\n        pass\n")  # fmt: skip
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
-    for name in ("broken_import", "raising_ext", "good_ext"):
+    for name in ("broken_import", "raising_ext", "good_ext", "two_args_ext"):
         sys.modules.pop(name, None)
 
 
@@ -57,6 +59,11 @@ def test_a_misspelt_dotted_attention_is_refused_at_start_up_naming_the_key(ext_m
     found = problems(["model.shuffle_attention=broken_import.L"], tmp_path)
     assert len(found) == 1 and found[0].startswith("config key 'model.shuffle_attention'")
     assert "nonexistent_pkg_xyz" in found[0]
+    # a class that is not built as cls(channels): it failed inside the model, naming HybridUNet
+    assert problems(["model.attention=two_args_ext.TwoArgs"], tmp_path) == [
+        "config key 'model.attention': 'two_args_ext.TwoArgs' is built as cls(channels), but "
+        "missing a required argument: 'heads'"
+    ]
 
 
 def test_the_model_names_its_key_for_a_dotted_part_it_cannot_import(ext_modules):

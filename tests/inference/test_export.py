@@ -204,3 +204,21 @@ def test_export_raises_no_alarming_warning(tiny_run, tmp_path):
         export_onnx(predictor, tmp_path / "m.onnx", export_metadata(predictor, {}))
     alarming = ("legacy TorchScript-based ONNX export", "'instance_norm' is set to train=True")
     assert [str(w.message) for w in caught if any(a in str(w.message) for a in alarming)] == []
+
+
+def test_a_run_whose_model_class_does_not_import_here_says_so(tiny_run, tmp_path):
+    """A run trained with a model of one's own (PYTHONPATH=. in training) predicted elsewhere:
+    Hydra's "Error locating target 'my_models.TinyNet'" said nothing of where to look."""
+    from hybrid_unet.config.errors import ConfigError
+    from hybrid_unet.engine.checkpoint import atomic_save, load_checkpoint
+    from hybrid_unet.inference.predictor import Predictor
+
+    ckpt = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
+    ckpt["config"]["model"]["_target_"] = "my_models_not_here.TinyNet"
+    path = atomic_save(ckpt, tmp_path / "run" / "checkpoints" / "best.pt")
+    with pytest.raises(
+        ConfigError,
+        match=r"model._target_ 'my_models_not_here.TinyNet' cannot "
+        r"be imported here; predict where the run trained",
+    ):
+        Predictor(path, "cpu")
