@@ -80,6 +80,36 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _decision_problem(args: argparse.Namespace, preds: list[Path]) -> str | None:
+    """Why these predictions cannot decide the run's post-processing: predict says (its
+    ``summary.json``) they were post-processed already, or the run's ``splits.json`` says some
+    cases are ones it trained on. The decision replaces what every later ``predict`` applies."""
+    import yaml
+
+    run, flag = args.decide_postprocessing, "--decide-postprocessing"
+    try:
+        settings = json.loads((args.predictions / "summary.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        settings = {}  # predictions of another tool: nothing to check
+    if settings.get("largest_component"):
+        return (f"{flag}: {args.predictions} was predicted with largest_component="
+                f"{settings['largest_component']}, so it cannot show what that removal gains; "
+                "predict again with largest_component=[]")  # fmt: skip
+    try:
+        fold = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]["fold"]
+        val = set(json.loads((run / "splits.json").read_text())[int(fold)]["val"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, yaml.YAMLError):
+        return None  # not a run that records its split
+    trained = sorted(_case(p) for p in preds if _case(p) not in val)
+    if trained:
+        shown = ", ".join(trained[:3]) + (
+            f" and {len(trained) - 3} more" if len(trained) > 3 else ""
+        )
+        return (f"{flag}: {shown} are not in {run}'s validation fold {fold} (it trained on them): "
+                "decide on its validation cases (predict split=val)")  # fmt: skip
+    return None
+
+
 def _foreign_summary(path: Path) -> str | None:
     """Why ``path`` must not be overwritten: a ``summary.json`` that evaluate did not write.
 
@@ -199,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not preds:
         print(f"error: no prediction (*.nii, *.nii.gz) in {args.predictions}", file=sys.stderr)
+        return 2
+    if args.decide_postprocessing and (problem := _decision_problem(args, preds)):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     names = tuple(args.metrics.split(","))
     per_case, pairs, problems = {}, [], []

@@ -32,10 +32,12 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (at least 1)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be at least 1 and --warmup at least 0")
     register_configs()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[*args.overrides, "paths.output_dir=/tmp"])

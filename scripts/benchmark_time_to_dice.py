@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from hybrid_unet.data.transforms import validated_mirror_axes
 from hybrid_unet.engine import build
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.engine.validation import validate
@@ -146,7 +147,7 @@ def score_checkpoints(name: str, run_dir: Path, threads: int | None) -> list[dic
         summary, _ = validate(
             model, cases, d["num_classes"], tuple(d["patch_size"]), torch.device("cpu"),
             t["precision"], t["val_overlap"], t["val_sw_batch_size"], ("dice",),
-            mirror=t.get("val_mirror", False),
+            mirror_axes=validated_mirror_axes(cfg),  # as the run validated
         )  # fmt: skip
         state = ckpt["state"]
         rows.append({

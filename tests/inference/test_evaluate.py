@@ -148,6 +148,29 @@ def test_decide_postprocessing_needs_an_existing_run_dir(tmp_path, capsys, run):
     assert not (tmp_path / "plain" / "postprocessing.json").exists()
 
 
+def test_decide_postprocessing_refuses_post_processed_or_trained_on_cases(tmp_path, capsys):
+    """A folder predicted with largest_component=[1, 2] (predict's default once a run has a
+    decision) replaced the run's [1, 2] by []: removal gains nothing on masks it already made.
+    Cases the run trained on decided it too. Both are refused; the decision stays."""
+    args = _pairs(tmp_path, ["a.nii.gz", "b.nii.gz"])
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("data:\n  fold: 0\n")
+    (run / "splits.json").write_text(json.dumps([{"train": ["b"], "val": ["a"]}]))
+    (run / "postprocessing.json").write_text('{"largest_component": [1, 2]}')
+    summary = {"cases": [], "failed": [], "settings": {"largest_component": [1, 2]}}
+    (tmp_path / "pred" / "summary.json").write_text(json.dumps(summary))
+    assert main([*args, "--decide-postprocessing", str(run)]) == 2
+    assert "predicted with largest_component=[1, 2]" in _one_error_line(capsys)
+    summary["settings"]["largest_component"] = []
+    (tmp_path / "pred" / "summary.json").write_text(json.dumps(summary))
+    assert main([*args, "--decide-postprocessing", str(run)]) == 2
+    assert "b are not in" in _one_error_line(capsys)
+    assert (run / "postprocessing.json").read_text() == '{"largest_component": [1, 2]}'
+    (tmp_path / "pred" / "b.nii.gz").unlink()  # the validation case alone decides
+    assert main([*args, "--decide-postprocessing", str(run)]) == 0
+
+
 def test_out_on_a_predictions_folder_keeps_predicts_summary(tmp_path, capsys):
     args = _pairs(tmp_path, ["a.nii.gz"])
     predicts = {"cases": [{"case": "a"}], "failed": [], "settings": {}}
