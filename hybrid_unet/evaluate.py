@@ -86,6 +86,8 @@ def _decision_problem(args: argparse.Namespace, preds: list[Path]) -> str | None
     cases are ones it trained on. The decision replaces what every later ``predict`` applies."""
     import yaml
 
+    from hybrid_unet.data.splits import fold_validation_cases
+
     run, flag = args.decide_postprocessing, "--decide-postprocessing"
     try:
         settings = json.loads((args.predictions / "summary.json").read_text())["settings"]
@@ -97,10 +99,12 @@ def _decision_problem(args: argparse.Namespace, preds: list[Path]) -> str | None
                 "predict again with largest_component=[]")  # fmt: skip
     try:
         fold = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]["fold"]
-        val = set(json.loads((run / "splits.json").read_text())[int(fold)]["val"])
+        val = fold_validation_cases(run, fold)
     except (OSError, ValueError, KeyError, TypeError, IndexError, yaml.YAMLError):
+        val = None
+    if val is None:
         return None  # not a run that records its split
-    trained = sorted(_case(p) for p in preds if _case(p) not in val)
+    trained = sorted(_case(p) for p in preds if _case(p) not in set(val))
     if trained:
         shown = ", ".join(trained[:3]) + (
             f" and {len(trained) - 3} more" if len(trained) > 3 else ""

@@ -13,7 +13,6 @@ predicted, and the exit code is 1. Configuration errors exit with code 2. All ke
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -96,10 +95,10 @@ def class_names(predictor, names: list[str] | None) -> dict[int, str]:
 
 def validation_names(predictor) -> list[str] | None:
     """The first run's validation fold (its ``splits.json``), if the run dir is there."""
-    splits = predictor.checkpoints[0].parent.parent / "splits.json"
-    if not splits.is_file():
-        return None
-    return json.loads(splits.read_text())[predictor.cfg["data"]["fold"]]["val"]
+    from hybrid_unet.data.splits import fold_validation_cases
+
+    return fold_validation_cases(predictor.checkpoints[0].parent.parent,
+                                 predictor.cfg["data"]["fold"])  # fmt: skip
 
 
 def run_prediction(cfg: dict[str, Any]) -> dict:
@@ -160,7 +159,9 @@ def predict(cfg: DictConfig) -> None:
 def _discard_if_empty(output: Path) -> None:
     """Remove Hydra's ``.hydra`` from an output folder no prediction ever wrote into (no
     ``summary.json``), and the folder itself when nothing else is in it."""
-    if not output.is_dir() or (output / "summary.json").exists():
+    from hybrid_unet.inference.outputs import SUMMARY_FILE
+
+    if not output.is_dir() or (output / SUMMARY_FILE).exists():
         return
     shutil.rmtree(output / ".hydra", ignore_errors=True)
     if not any(output.iterdir()):

@@ -165,7 +165,7 @@ def _sweep_resume_hint() -> str:
     """How to resume this sweep: the same command, which must name the sweep's dir (a default
     run_name is the launch time, so the same command would start a new sweep)."""
     hydra = HydraConfig.get()
-    if any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in hydra.overrides.task):
+    if any(_override_key(o) == "run_name" for o in hydra.overrides.task):
         return "run the same command again to resume it."
     return (f"run the same command with run_name={Path(hydra.sweep.dir).name} added to resume "
             "it (without it, a new sweep starts).")  # fmt: skip
@@ -184,9 +184,9 @@ def summary_lines(summary: dict) -> str:
         value = "n/a" if monitored is None else f"{monitored:.4f}"
         at = f"(best {summary['monitor']} {value} {at})"
     epochs = summary["epochs"]
+    result = f"best mean Dice {best_text} {at}"
     if best is None and monitored is None and summary["best_epoch"] < 0:
-        at, best_text = "", "n/a"  # stopped before its first validation
-    result = f"best mean Dice {best_text} {at}" if at else "no validation yet"
+        result = "no validation yet"  # stopped before its first validation
     lines = [
         f"{head}: {result}, {epochs} epoch{'s' * (epochs != 1)} in "
         f"{summary['train_seconds']:.0f} s; run dir {summary['run_dir']}",

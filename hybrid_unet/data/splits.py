@@ -54,3 +54,11 @@ def load_or_create_splits(
     # Every torchrun rank writes the same splits at once: each through its own temporary.
     atomic_write_text(path, json.dumps(splits, indent=1))
     return splits
+
+
+def fold_validation_cases(run_dir: str | Path, fold: int) -> list[str] | None:
+    """The validation cases of ``fold`` in a run dir's ``splits.json``; None without one."""
+    path = Path(run_dir) / "splits.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())[int(fold)]["val"]

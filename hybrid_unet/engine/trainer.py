@@ -357,9 +357,9 @@ class Trainer:
         Called every ``_CALIBRATION_STEPS`` steps: the step count that fits the remaining budget
         at the mean speed since the warm-up, keeping 1.1x the timed final validation (at least
         10 s) for the end, becomes the schedule's horizon, so the learning rate reaches zero as
-        the time runs out instead of being cut off half-way. Re-fitting corrects a first estimate taken while the
-        machine was briefly busy (one-shot, it once planned 9 % fewer steps than fitted) and
-        shortens the plan when the machine slows down. The count is stored in the run state; a
+        the time runs out instead of being cut off half-way. Re-fitting corrects a first
+        estimate taken while the machine was briefly busy (one-shot, it once planned 9 % fewer
+        steps than fitted) and shortens the plan when the machine slows down. The count is stored in the run state; a
         resumed run goes on re-fitting from its stored training time.
         """
         budget = self.t["max_time_minutes"]

@@ -67,7 +67,7 @@ def write_case(name: str, result: Segmentation, geometry: Geometry, output: Path
     NIfTI's own voxel order (``probabilities[:, i, j, k]`` belongs to the mask's voxel
     ``[i, j, k]``), with that NIfTI's ``affine`` and ``spacing`` ``(x, y, z)``.
     """
-    written = {"label": str(atomic_write_nifti(output / f"{name}.nii.gz", result.label, geometry))}
+    written = {"label": str(atomic_write_nifti(output / label_file(name), result.label, geometry))}
     if result.probabilities is not None:
         path = output / "probabilities" / f"{name}.npz"
         xyz = result.probabilities.transpose(0, 3, 2, 1).astype(np.float16)  # from (K, D, H, W)
@@ -79,6 +79,11 @@ def write_case(name: str, result: Segmentation, geometry: Geometry, output: Path
         path = output / "uncertainty" / f"{name}.nii.gz"
         written["uncertainty"] = str(atomic_write_nifti(path, result.uncertainty, geometry))
     return written
+
+
+def label_file(name: str) -> str:
+    """The file name of case ``name``'s label map in an output folder."""
+    return f"{name}.nii.gz"
 
 
 def output_clash(cases: Sequence[CaseRecord], output: str | Path) -> str | None:
@@ -97,7 +102,7 @@ def output_clash(cases: Sequence[CaseRecord], output: str | Path) -> str | None:
                         f"({scan.name}); predict into another folder")  # fmt: skip
     if (out / SUMMARY_FILE).is_file():
         return None
-    taken = [f"{c.name}.nii.gz" for c in cases if (out / f"{c.name}.nii.gz").exists()]
+    taken = [label_file(c.name) for c in cases if (out / label_file(c.name)).exists()]
     if not taken:
         return None
     more = f" and {len(taken) - 1} more label map names" if len(taken) > 1 else ""
