@@ -5,9 +5,10 @@
 
 Both are folders of NIfTI label maps matched by case name (the file name less ``.nii`` or
 ``.nii.gz``: predict's ``case.nii.gz`` meets a reference ``case.nii``); distances use each
-reference's voxel spacing. Writes ``DIR/metrics.csv`` (one row per case, a column per metric and class)
-and ``DIR/summary.json`` (per metric and class: mean, standard deviation and the number of
-cases where it is defined; and the mean over foreground classes), and prints the means.
+reference's voxel spacing. Writes ``DIR/metrics.csv`` (one row per case, a column per metric
+and class) and ``DIR/summary.json`` (per metric and class: mean, sample standard deviation and
+the number of cases where it is defined; and the mean over foreground classes), and prints the
+means.
 
 ``--decide-postprocessing RUN_DIR`` (predictions made with ``largest_component=[]`` on the
 run's validation cases) also decides, per class, whether keeping the largest connected
@@ -39,7 +40,10 @@ _NAMES_SHOWN = 5
 
 
 def summarize(per_case: dict[str, dict[str, float]]) -> dict:
-    """Per key: mean, sd (population) and n over the cases where it is not NaN; class means."""
+    """Per key: mean, sd and n over the cases where it is not NaN; class means.
+
+    The sd is the sample standard deviation (n - 1), as ``crossval`` reports; ``None`` for one
+    case."""
     from hybrid_unet.metrics import aggregate
 
     keys = sorted({k for values in per_case.values() for k in values})
@@ -48,7 +52,7 @@ def summarize(per_case: dict[str, dict[str, float]]) -> dict:
         values = np.asarray([v[key] for v in per_case.values() if not math.isnan(v[key])])
         out["per_class"][key] = {
             "mean": float(values.mean()) if values.size else None,
-            "sd": float(values.std()) if values.size else None,
+            "sd": float(values.std(ddof=1)) if values.size > 1 else None,
             "n": int(values.size),
         }
     means = aggregate(per_case.values())

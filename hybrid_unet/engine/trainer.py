@@ -303,13 +303,17 @@ class Trainer:
             raise ValueError(f"trainer.early_stopping.monitor: '{es['monitor']}' is not logged")
         value = float(metrics[es["monitor"]])
         best = state.early_stop_best
-        if best is None or improves(value, best, es["mode"], es["min_delta"]):
+        # A NaN (precision with no foreground predicted) never becomes the value to beat.
+        if math.isfinite(value) and (
+            best is None or improves(value, best, es["mode"], es["min_delta"])
+        ):
             state.early_stop_best, state.stale_validations = value, 0
             return
         state.stale_validations += 1
         if state.stale_validations >= es["patience"]:
+            how = f"did not improve on {best:.4f}" if best is not None else "was never finite"
             state.stop_reason = (
-                f"{es['monitor']} did not improve on {best:.4f} for {es['patience']} validations "
+                f"{es['monitor']} {how} for {es['patience']} validations "
                 f"(early stopping at epoch {state.epoch})"
             )
 

@@ -107,8 +107,10 @@ class CombinedLoss(WeightedSumLoss):
 class DiceCELoss(CombinedLoss):
     """``dice_weight * SoftDice + ce_weight * CrossEntropy`` (nnU-Net's default loss).
 
-    Equals ``monai.losses.DiceCELoss(softmax=True, to_onehot_y=True, lambda_dice=dice_weight,
-    lambda_ce=ce_weight, smooth_nr=smooth, smooth_dr=smooth, ...)``. Logs ``dice`` and ``ce``.
+    Without ``class_weights`` it equals ``monai.losses.DiceCELoss(softmax=True,
+    to_onehot_y=True, lambda_dice=dice_weight, lambda_ce=ce_weight, smooth_nr=smooth,
+    smooth_dr=smooth, ...)``. With them it does not: MONAI's ``weight`` weights the Dice classes
+    too, ``class_weights`` only the cross-entropy. Logs ``dice`` and ``ce``.
 
     Args:
         include_background: Dice scores class 0 too (cross-entropy always covers every class).

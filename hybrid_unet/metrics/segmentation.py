@@ -9,7 +9,9 @@ challenges'):
   ``TP / (TP + FN)`` is NaN when the reference is empty.
 * HD95 is NaN when both are empty. When exactly one is empty it is the worst case, the
   diagonal of the whole volume in mm, so a missed or hallucinated structure is penalised
-  rather than silently left out of the mean.
+  rather than silently left out of the mean. "The volume" is the array scored: the original
+  scan in ``evaluate``, the preprocessed (cropped, resampled) case in training's validation,
+  so such a case's HD95 differs between ``validation_cases.csv`` and ``evaluate``.
 * NSD (normalized surface Dice) is NaN when both are empty and 0 when exactly one is.
 
 NaNs are left out of :func:`aggregate`'s means. Background (class 0) is never reported.

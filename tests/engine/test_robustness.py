@@ -3,13 +3,18 @@ tests/reliability/test_faults.py)."""
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from hybrid_unet.engine import trainer as trainer_module
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.engine.ema import ModelEMA
+from hybrid_unet.engine.state import TrainState
 from hybrid_unet.engine.step import train_step
+from hybrid_unet.engine.trainer import Trainer
 from tests.helpers import sigterm_after_step, train_in_process
 
 SHORT = ["trainer.steps_per_epoch=2", "data.max_val_cases=1"]
@@ -133,3 +138,27 @@ def test_ema_is_saved_and_a_resumed_run_matches(tmp_path, monkeypatch):
     assert any(not torch.equal(a["ema"][k], a["model"][k]) for k in a["model"])
     for name in a["ema"]:
         torch.testing.assert_close(a["ema"][name], b["ema"][name], rtol=1e-5, atol=1e-6)
+
+
+def _early_stopping_over(values: list[float], patience: int = 2) -> TrainState:
+    trainer = SimpleNamespace(state=TrainState(), early_stopping={
+        "monitor": "mean_precision", "mode": "max", "min_delta": 0.0, "patience": patience})  # fmt: skip
+    for epoch, value in enumerate(values):
+        trainer.state.epoch = epoch
+        Trainer.check_early_stopping(trainer, {"mean_precision": value})
+    return trainer.state
+
+
+def test_a_nan_validation_never_becomes_the_value_early_stopping_must_beat():
+    # Precision is NaN while an untrained network predicts no foreground.
+    state = _early_stopping_over([math.nan, 0.2, 0.5, 0.8])
+    assert state.early_stop_best == 0.8 and state.stale_validations == 0
+    assert state.stop_reason == ""
+    state = _early_stopping_over([0.5, math.nan, 0.6])
+    assert state.early_stop_best == 0.6 and state.stop_reason == ""
+
+
+def test_a_monitor_that_stays_nan_stops_after_the_patience():
+    state = _early_stopping_over([math.nan, math.nan])
+    assert state.early_stop_best is None
+    assert state.stop_reason.startswith("mean_precision was never finite for 2 validations")

@@ -36,7 +36,8 @@ def test_metrics_csv_summary_and_postprocessing_decision(tmp_path):
     summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
     stats = summary["per_class"]["dice_1"]
     assert stats["mean"] == pytest.approx((1 + dice_b) / 2)
-    assert stats["sd"] == pytest.approx((1 - dice_b) / 2) and stats["n"] == 2
+    # The sample sd (n - 1), as crossval reports it.
+    assert stats["sd"] == pytest.approx((1 - dice_b) / 2**0.5) and stats["n"] == 2
     assert summary["mean_over_classes"]["mean_dice"] == pytest.approx(stats["mean"])
     assert stored_classes([run]) == [1]  # the island removal raised class 1's mean Dice
 
@@ -205,3 +206,21 @@ def test_references_stored_as_nii_meet_predictions_stored_as_nii_gz(tmp_path, ca
     write_nifti(tmp_path / "ref" / "a.nii.gz", _cube(), geometry)  # a.nii and a.nii.gz
     assert main(args) == 2
     assert "two references of case 'a'" in _one_error_line(capsys)
+
+
+def test_tolerance_mm_sets_the_surface_dice_tolerance(tmp_path):
+    # The prediction is the reference cube moved 2 voxels (2 mm) along the first axis: every
+    # surface point lies within 2 mm of the other surface, but not all within 1 mm.
+    geometry = Geometry.from_spacing((1.0, 1.0, 1.0))
+    ref = np.zeros((12, 10, 10), np.uint8)
+    ref[2:6, 2:6, 2:6] = 1
+    write_nifti(tmp_path / "ref" / "a.nii.gz", ref, geometry)
+    write_nifti(tmp_path / "pred" / "a.nii.gz", np.roll(ref, 2, axis=0), geometry)
+    nsd = {}
+    for tolerance in ("1", "2.5"):
+        out = tmp_path / f"scores{tolerance}"
+        assert main([str(tmp_path / "pred"), str(tmp_path / "ref"), "--num-classes", "2",
+                     "--metrics", "nsd", "--tolerance-mm", tolerance, "--out", str(out)]) == 0  # fmt: skip
+        rows = list(csv.DictReader((out / "metrics.csv").open()))
+        nsd[tolerance] = float(rows[0]["nsd_1"])
+    assert nsd["2.5"] == pytest.approx(1.0) and nsd["1"] < 0.9

@@ -43,10 +43,11 @@ def test_combined_default_weights_and_bad_names():
 
 def test_uncertainty_weighting_formula_and_gradients():
     logits, target = make_batch(seed=23)
-    loss = UncertaintyWeightedLoss(_parts(), init_log_vars={"dice": 0.5, "ce": -0.5})
+    # log variances that do not sum to 0, so the regulariser term counts
+    loss = UncertaintyWeightedLoss(_parts(), init_log_vars={"dice": 0.5, "ce": 0.3})
     d = SoftDiceLoss(include_background=False)(logits, target)
     c = CrossEntropyLoss()(logits, target)
-    expected = 0.5 * math.exp(-0.5) * d + 0.5 * math.exp(0.5) * c + 0.5 * (0.5 - 0.5)
+    expected = 0.5 * math.exp(-0.5) * d + 0.5 * math.exp(-0.3) * c + 0.5 * (0.5 + 0.3)
     total = loss(logits, target)
     torch.testing.assert_close(total, expected)
     total.backward()
@@ -54,7 +55,7 @@ def test_uncertainty_weighting_formula_and_gradients():
     assert [n for n, _ in loss.named_parameters()] == ["log_vars"]
     logged = loss.log_values()
     assert logged["weight/dice"] == pytest.approx(0.5 * math.exp(-0.5))
-    assert logged["weight/ce"] == pytest.approx(0.5 * math.exp(0.5))
+    assert logged["weight/ce"] == pytest.approx(0.5 * math.exp(-0.3))
 
 
 def test_uncertainty_parameters_reach_optimizer_through_deep_supervision():

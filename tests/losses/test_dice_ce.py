@@ -134,6 +134,16 @@ def test_dice_ce_matches_monai(bg, batch, empty, wd, wc):
     torch.testing.assert_close(ours(logits, target), ref(logits, target), atol=1e-5, rtol=1e-5)
 
 
+def test_dice_ce_passes_squared_and_class_weights_to_its_terms():
+    logits, target = make_batch(b=2, k=3, seed=10)
+    weights = [0.2, 1.0, 3.0]
+    loss = DiceCELoss(squared=True, class_weights=weights, dice_weight=0.7, ce_weight=1.3)
+    dice = monai.losses.DiceLoss(softmax=True, to_onehot_y=True, include_background=False,
+                                 squared_pred=True)(logits, target)  # fmt: skip
+    ce = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights))(logits, target[:, 0])
+    torch.testing.assert_close(loss(logits, target), 0.7 * dice + 1.3 * ce, atol=1e-5, rtol=1e-5)
+
+
 def test_dice_ce_logs_components_in_training_only():
     logits, target = make_batch(seed=9)
     loss = DiceCELoss()

@@ -74,6 +74,25 @@ def test_tversky_matches_monai(alpha, beta, bg, batch, empty):
     torch.testing.assert_close(ours(logits, target), ref(logits, target), **TOL)
 
 
+def test_tversky_smoothing_terms_match_monai():
+    logits, target = make_batch(b=2, k=3, seed=19)
+    ours = TverskyLoss(alpha=0.3, beta=0.7, smooth=1.0, smooth_dr=0.5)
+    ref = monai.losses.TverskyLoss(
+        softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7, smooth_nr=1.0, smooth_dr=0.5
+    )
+    torch.testing.assert_close(ours(logits, target), ref(logits, target), **TOL)
+
+
+def test_focal_tversky_is_near_zero_at_a_perfect_prediction():
+    target = make_batch(seed=20)[1]
+    logits = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 4, 1, 2, 3) * 40.0
+    logits.requires_grad_(True)
+    loss = FocalTverskyLoss(gamma=0.75, smooth=0.0)(logits, target)
+    assert loss.item() < 1e-4  # (1e-6)^0.75 = 3e-5: the clamp only keeps the gradient finite
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_tversky_half_half_is_dice():
     logits, target = make_batch(seed=15)
     torch.testing.assert_close(
@@ -115,13 +134,15 @@ def test_generalized_dice_rejects_unknown_weight():
         GeneralizedDiceLoss(w_type="cube")
 
 
-def test_dice_focal_is_the_weighted_sum():
+@pytest.mark.parametrize("ignore", [None, 7])
+def test_dice_focal_is_the_weighted_sum(ignore):
     logits, target = make_batch(seed=18)
-    loss = DiceFocalLoss(dice_weight=0.5, focal_weight=2.0, gamma=2.0)
-    expected = 0.5 * SoftDiceLoss(include_background=False)(logits, target) + 2.0 * FocalLoss()(
-        logits, target
-    )
-    torch.testing.assert_close(loss(logits, target), expected)
+    if ignore is not None:
+        target[:, :, :2] = ignore  # both terms must leave these voxels out
+    loss = DiceFocalLoss(dice_weight=0.5, focal_weight=2.0, gamma=2.0, ignore_index=ignore)
+    dice = SoftDiceLoss(include_background=False, ignore_index=ignore)(logits, target)
+    focal = FocalLoss(gamma=2.0, ignore_index=ignore)(logits, target)  # checked against MONAI
+    torch.testing.assert_close(loss(logits, target), 0.5 * dice + 2.0 * focal, **TOL)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
