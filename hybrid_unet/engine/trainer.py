@@ -383,8 +383,13 @@ class Trainer:
         planned = min(planned, self.t["max_epochs"] * self.t["steps_per_epoch"])
         first = not self.state.planned_steps
         self.state.planned_steps = planned
+        warmup = node.get("warmup_steps")
         for fn in self._lr_lambdas():
             fn.total_steps = planned
+            if warmup is not None and hasattr(fn, "warmup_steps"):
+                # A plan shorter than twice the warm-up keeps half its steps for the decay
+                # (else it ends still warming up, far from a learning rate of zero).
+                fn.warmup_steps = min(int(warmup), planned // 2)
         if first:
             print(f"Time budget {budget} min at {seconds_per_step:.2f} s/step: {planned} steps "
                   f"and {reserve:.0f} s for the final validation and checkpoint (re-fitted to "

@@ -167,6 +167,19 @@ def test_time_budget_keeps_the_time_the_final_validation_takes(tmp_path, monkeyp
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_budget_shorter_than_the_warm_up_still_decays_to_zero(tmp_path, monkeypatch):
+    """38 planned steps against a 100-step warm-up (the 30-minute recipe's, on a short budget):
+    the run ended at 39 % of the peak LR, still warming up."""
+    _validation_takes(monkeypatch, _steps_take(monkeypatch, lambda n: 4.0), 8.0)
+    overrides = ["trainer.max_epochs=100", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
+                 "trainer.max_time_minutes=3", "data.max_val_cases=2", "scheduler.warmup_steps=100",
+                 "optimizer.lr=0.01", *SMALL_STEPS]  # fmt: skip
+    summary, trainer = train_in_process(overrides, tmp_path)
+    assert summary["steps"] == trainer.state.planned_steps == 38
+    assert trainer.scheduler.lr_lambdas[0].warmup_steps == 19  # half the plan
+    assert float(_rows(tmp_path)[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_a_validation_longer_than_the_budget_still_follows_one_step(tmp_path, monkeypatch):
     _validation_takes(monkeypatch, _steps_take(monkeypatch, lambda n: 1.0), 8.0)
     overrides = ["trainer.max_epochs=2", "trainer.steps_per_epoch=10", "trainer.val_every=1000",
