@@ -227,6 +227,9 @@ def load_pretrained(
 ) -> dict[str, list[str]]:
     """Copy every tensor of the checkpoint whose name and shape match; report the rest.
 
+    A checkpoint of a run with a weight average (``trainer.ema_decay``) gives the average: the
+    weights its validation scored, ``best.pt`` was chosen on and ``predict`` uses.
+
     Raises:
         ConfigError: naming ``trainer.pretrained``, when less than half of the model's encoder
             tensors (all of them, for a model without a decoder) match: the checkpoint is of
@@ -234,7 +237,7 @@ def load_pretrained(
             checkpoint's model and the overrides that build it.
     """
     payload = load_checkpoint(path)
-    weights = payload.get("model", payload)
+    weights = payload.get("ema") or payload.get("model", payload)
     own = model.state_dict()
     loaded, skipped = [], []
     for name, tensor in weights.items():

@@ -48,3 +48,19 @@ def test_fine_tune_to_three_classes_with_a_frozen_encoder(tmp_path, capsys):
 def test_freezing_needs_an_encoder_decoder_split():
     with pytest.raises(ConfigError, match="freeze_encoder_epochs"):
         encoder_parameters(torch.nn.Linear(2, 2))
+
+
+def test_a_checkpoint_with_a_weight_average_gives_the_average(tmp_path):
+    """The EMA weights are what the run validated and predict uses; fine-tuning starts there."""
+    from hybrid_unet.engine.build import instantiate_model, load_pretrained
+
+    train_in_process([*ONE, "trainer.max_epochs=2", "trainer.ema_decay=0.5"], tmp_path)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["ema"] is not None
+    model = instantiate_model(ckpt["config"]["model"])
+    load_pretrained(model, str(tmp_path / "checkpoints" / "last.pt"))
+    own = model.state_dict()
+    differs = [k for k in ckpt["ema"] if not torch.equal(ckpt["ema"][k], ckpt["model"][k])]
+    assert differs  # the average is not the raw weights
+    for name in differs:
+        torch.testing.assert_close(own[name], ckpt["ema"][name], rtol=0, atol=0, msg=name)
