@@ -99,6 +99,7 @@ def _train(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and cfg.trainer.resume is None and (run_dir / "checkpoints").is_dir():
         cfg.trainer.resume = "auto"  # a re-run sweep picks up where it was
+    trainer = None
     try:
         if cfg.trainer.resume is None and _checkpoints(run_dir):  # never train over a run
             raise ConfigError([f"{run_dir} already holds a run ({_checkpoints(run_dir)[0].name}): "
@@ -128,7 +129,8 @@ def _train(cfg: DictConfig) -> float:
             print(f"The sweep stops here; {_sweep_resume_hint()}")
             raise SystemExit(130 if trainer.stopped_by == "SIGINT" else 143)
     except BaseException as exc:  # SystemExit too: a signal that ends the start-up
-        _discard_if_empty(run_dir)
+        if trainer is None or trainer.state.step == 0:  # a run that trained keeps its log
+            _discard_if_empty(run_dir)
         if isinstance(exc, Exception):
             # Caught here, not only in main(): Hydra prints an extra line for a failing job.
             _exit_on_user_error(exc)

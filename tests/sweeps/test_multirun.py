@@ -117,6 +117,17 @@ def test_a_diverging_job_is_one_result_of_the_sweep_not_its_end(tmp_path):
     assert again.code == 0 and again.stdout.count("finished before (summary.json)") == 2
 
 
+def test_a_single_run_that_diverges_keeps_its_run_dir_and_log(tmp_path):
+    """Outside a sweep divergence is the run's error (exit 2), but the run trained: its
+    train.log and metrics stay (the dir used to be removed as one that did no work)."""
+    args = ["run_name=div", *TINY, "trainer.max_epochs=1", "trainer.max_bad_steps=2",
+            "data.max_val_cases=1", "optimizer.lr=1e9"]  # fmt: skip
+    result = cli(args, tmp_path)
+    assert result.code == 2 and "training diverged" in result.stderr
+    log = tmp_path / "runs" / "div" / "train.log"
+    assert log.is_file() and "Traceback" not in result.stderr
+
+
 def test_the_objective_is_never_nan():
     from hybrid_unet.train import objective
 
