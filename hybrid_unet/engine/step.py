@@ -63,7 +63,8 @@ class StepResult:
 
     loss: float
     grad_norm: float
-    skipped: bool
+    skipped: bool  # a non-finite loss or gradient: no weight changed
+    overflow: bool = False  # the fp16 scaler skipped the step and lowered its scale
 
 
 def train_step(
@@ -79,7 +80,9 @@ def train_step(
 
     Each batch's loss is divided by ``len(batches)``, so the step follows the mean gradient.
     A step whose loss or gradient norm is not finite changes no weights and reports
-    ``skipped=True``; the scaler (fp16 only) handles its own overflow steps.
+    ``skipped=True``. With the fp16 scaler, a finite loss whose scaled gradient overflowed is
+    the scaler's own routine (it skips the step and lowers its scale): ``overflow=True``, not
+    counted as skipped, so it never adds up to a divergence.
     """
     total = 0.0
     for batch in batches:
@@ -97,4 +100,6 @@ def train_step(
         scaler.step(optimizer)  # with fp16 the scaler itself skips non-finite steps
         scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=total, grad_norm=float(grad_norm), skipped=not finite)
+    overflow = scaler.is_enabled() and math.isfinite(total) and not finite
+    return StepResult(total, float(grad_norm), skipped=not finite and not overflow,
+                      overflow=overflow)  # fmt: skip

@@ -212,7 +212,7 @@ class Trainer:
                 self.scheduler.warmup_step()  # and .step(metric) after each validation
             else:
                 self.scheduler.step()
-            if self.ema is not None and not result.skipped:
+            if self.ema is not None and not (result.skipped or result.overflow):
                 self.ema.update(state.step)
             state.step += 1
             state.epoch_steps += 1

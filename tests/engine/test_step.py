@@ -90,3 +90,15 @@ def test_a_loss_scaler_changes_neither_the_clip_nor_the_step():
     assert not result.skipped
     assert result.grad_norm == pytest.approx(expected.grad_norm, rel=1e-5)
     torch.testing.assert_close(_flat(scaled), _flat(plain))
+
+
+def test_a_scaler_overflow_is_not_a_skipped_step():
+    """An fp16 loss scale too large for the gradient: the scaler skips the step and halves its
+    scale. That is routine, not a sign of divergence, so it is not counted as skipped."""
+    model = _model()
+    before = _flat(model).clone()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120, enabled=True)
+    result = _step(model, [_batch(7, scale=1e6)], scaler=scaler)
+    assert result.overflow and not result.skipped and math.isfinite(result.loss)
+    torch.testing.assert_close(_flat(model), before, rtol=0, atol=0)  # the step was skipped
+    assert scaler.get_scale() == 2.0**119
