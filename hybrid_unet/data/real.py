@@ -20,6 +20,18 @@ from hybrid_unet.data.validation import validate_dataset
 log = logging.getLogger(__name__)
 
 
+def _stamp(path: Path) -> list:
+    """Size and modification time of a case file (of each file of a DICOM series folder);
+    ``None`` for a missing one, which validation then names."""
+    if path.is_dir():
+        return [[f.name, *_stamp(f)] for f in sorted(path.iterdir()) if f.is_file()]
+    try:
+        stat = path.stat()
+    except OSError:
+        return [None]
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _plain(value: Any) -> Any:
     """OmegaConf containers to plain Python, leave everything else alone."""
     try:
@@ -104,8 +116,11 @@ class DatasetSource:
             label_values = [*label_values, self.ignore_label]  # a value the labels may hold
 
         listing = json.dumps([[r.name, *map(str, r.images), str(r.label)] for r in records])
-        digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
-        # One folder per dataset listing: datasets never share cached arrays.
+        stamps = json.dumps([_stamp(Path(p)) for r in records for p in (*r.images, r.label)])
+        digest = hashlib.sha256((listing + stamps).encode()).hexdigest()[:12]
+        # One folder per dataset listing and file state: datasets never share cached arrays,
+        # and a file replaced or edited since (a corrected label map, a damaged scan) is
+        # validated and preprocessed again rather than read from the old arrays.
         self.dataset_dir = self.cache_dir / f"{Path(root).name.split('.')[0]}_{digest}"
         fp_path = self.dataset_dir / "fingerprint.json"
         start = time.perf_counter()

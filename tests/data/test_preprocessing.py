@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -91,6 +92,23 @@ def test_dataset_source_validates_first(decathlon, tmp_path):
     with pytest.raises(DatasetValidationError, match=r"case_001\.nii\.gz"):
         DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
     assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_a_case_file_changed_after_preprocessing_is_validated_again(decathlon, tmp_path):
+    """The cache used to key on the file names only: a label map edited after the first run
+    (here damaged with an undeclared label) was never read again."""
+    first = DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    label = decathlon / "labelsTr" / "case_002.nii.gz"
+    image = nib.load(label)
+    data = np.asarray(image.dataobj).copy()
+    data[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), label)
+    with pytest.raises(DatasetValidationError, match=r"case_002\.nii\.gz"):
+        DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    data[0, 0, 0] = 0  # corrected: preprocessed again, into another folder than the first
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), label)
+    again = DatasetSource(decathlon, tmp_path / "cache", num_workers=0)
+    assert again.dataset_dir != first.dataset_dir and again.plan == first.plan
 
 
 @pytest.mark.real_data
