@@ -183,11 +183,13 @@ def build_model(cfg: dict, pretrained: bool = True) -> torch.nn.Module:
     stride = getattr(model, "total_stride", None)
     patch = cfg["data"]["patch_size"]
     if stride is not None and any(p % s for p, s in zip(patch, stride, strict=True)):
-        fixed = cfg["model"].get("strides") is not None  # the config's, not the plan's
-        hint = (": model.strides is set by the model config; model.strides=null takes the "
-                "plan's, which fit its patch") if fixed else ""  # fmt: skip
+        fitted = [max(s, p // s * s) for p, s in zip(patch, stride, strict=True)]
+        # Strides the model config fixes (not the plan's) may also be handed to the plan.
+        hint = (", or model.strides=null if the model config fixes its strides (the plan's fit "
+                "its own patch)") if cfg["model"].get("strides") is not None else ""  # fmt: skip
         raise ConfigError([f"config key 'data.patch_size': {list(patch)} is not divisible by the "
-                           f"model's total stride {list(stride)}{hint}"])  # fmt: skip
+                           f"model's total stride {list(stride)}: use a multiple of it along "
+                           f"every axis, e.g. data.patch_size={fitted}{hint}"])  # fmt: skip
     if (
         stride is not None
         and _has_instance_norm(model)

@@ -83,7 +83,8 @@ def test_a_patch_the_configs_fixed_strides_do_not_divide_names_the_fix(tmp_path)
 
     cfg = check_config(compose_config([*TINY, "model=plain_unet", f"paths.output_dir={tmp_path}"]))
     cfg["data"]["patch_size"] = [12, 16, 16]  # as the plan fills it, after the config check
-    with pytest.raises(ConfigError, match=r"not divisible .* model.strides=null takes the plan"):
+    with pytest.raises(ConfigError, match=r"not divisible .* e.g. data.patch_size=\[8, 16, 16\], "
+                       r"or model.strides=null if the model config fixes"):  # fmt: skip
         build_model(cfg)
 
 
