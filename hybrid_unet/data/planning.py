@@ -178,6 +178,38 @@ def _fit_topology(patch, spacing, min_feature_size, max_stages):
 _OVERRIDABLE = {f.name for f in fields(Plan)} | {"min_feature_size", "max_stages"}
 
 
+class PlanOverrideError(ValueError):
+    """A plan override that cannot be applied; ``key`` names it (``spacing``, ...)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def _check_overrides(ov: dict[str, Any]) -> None:
+    """The shape of the overrides a plan is derived from: 3 positive numbers per voxel."""
+
+    def triple(value: Any, positive_int: bool) -> bool:
+        ok = isinstance(value, (list, tuple)) and len(value) == 3
+        return ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                          and (not positive_int or float(v).is_integer()) for v in value)  # fmt: skip
+
+    for key, integer in (("spacing", False), ("patch_size", True)):
+        if ov.get(key) is not None and not triple(ov[key], integer):
+            raise PlanOverrideError(key, f"{ov[key]} is not 3 positive "
+                                    f"{'integers' if integer else 'numbers'} (one per axis)")  # fmt: skip
+    for key in ("strides", "kernel_sizes"):
+        value = ov.get(key)
+        if value is not None and not (
+            isinstance(value, (list, tuple)) and value and all(triple(v, True) for v in value)
+        ):
+            raise PlanOverrideError(key, f"{value} is not a list of [a, b, c] positive integers, "
+                                    "one per stage")  # fmt: skip
+    order = ov.get("axis_order")
+    if order is not None and sorted(order) != [0, 1, 2]:
+        raise PlanOverrideError("axis_order", f"{order} is not a permutation of [0, 1, 2]")
+
+
 def plan_experiment(
     fingerprint: Fingerprint,
     memory_budget_voxels: int = DEFAULT_MEMORY_BUDGET,
@@ -194,6 +226,7 @@ def plan_experiment(
     if unknown:
         hints = {k: difflib.get_close_matches(k, _OVERRIDABLE, n=2) for k in unknown}
         raise ValueError(f"unknown plan override(s) {hints} (known: {sorted(_OVERRIDABLE)})")
+    _check_overrides(ov)
     min_feat, max_stages = ov.pop("min_feature_size", 4), ov.pop("max_stages", 6)
 
     order = ov.get("axis_order", common_axis_order(fingerprint.axis_orders))

@@ -10,6 +10,7 @@ from hybrid_unet.data.fingerprint import Fingerprint, compute_fingerprint
 from hybrid_unet.data.layouts import detect_layout
 from hybrid_unet.data.planning import (
     Plan,
+    PlanOverrideError,
     apply_plan,
     config_over_plan,
     plan_experiment,
@@ -93,6 +94,18 @@ def test_bad_overrides_fail_with_close_matches():
         plan_experiment(hippocampus_like(), overrides={"patch_sise": [32, 32, 32]})
     with pytest.raises(ValueError, match="not divisible"):
         plan_experiment(hippocampus_like(), overrides={"patch_size": [30, 32, 32]})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("spacing", [1, 1]), ("spacing", [1, 0, 1]), ("patch_size", [32, 32.5, 32]),
+     ("strides", [[1, 2]]), ("kernel_sizes", []), ("axis_order", [0, 0, 1])],
+)  # fmt: skip
+def test_a_malformed_override_is_named_not_a_numpy_error(key, value):
+    # spacing [1, 1] gave "operands could not be broadcast together with shapes (10,3) (2,)"
+    with pytest.raises(PlanOverrideError, match=rf"^{key}: ") as info:
+        plan_experiment(hippocampus_like(), overrides={key: value})
+    assert info.value.key == key
 
 
 def test_plan_json_round_trip_and_table(tmp_path):
