@@ -576,3 +576,15 @@ def test_a_flipped_bit_in_an_upper_case_nifti_gz_is_caught(tmp_path):
     (tmp_path / "SCAN.NII.GZ").write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"SCAN\.NII\.GZ: cannot read NIfTI"):
         read_image(tmp_path / "SCAN.NII.GZ")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_damaged_uncompressed_nifti_is_one_line(tmp_path, damage):
+    """nibabel's message for a short .nii spans two lines; the second read as another problem."""
+    path = _nifti(tmp_path / "scan.nii", np.arange(4000, dtype=np.float32).reshape(10, 20, 20))
+    raw = path.read_bytes()
+    rng = np.random.default_rng(0)
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else rng.bytes(len(raw)))
+    with pytest.raises(DataError, match=r"scan\.nii: cannot read NIfTI: damaged") as info:
+        read_image(path)
+    assert "\n" not in str(info.value)

@@ -33,7 +33,9 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, Geometry]:
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except Exception as exc:  # nibabel, gzip and zlib raise many unrelated types
-        raise DataError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        said = " ".join(str(exc).split())  # nibabel's messages may span lines
+        raise DataError(path, f"cannot read NIfTI: damaged, truncated or not a NIfTI file "
+                              f"({type(exc).__name__}: {said})") from None  # fmt: skip
     stored = data.shape
     if data.ndim == 5 and data.shape[3] == 1:  # ITK's vector image: (x, y, z, t=1, c)
         data = data[:, :, :, 0, :]
