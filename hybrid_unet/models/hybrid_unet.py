@@ -8,6 +8,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from hybrid_unet.models.blocks.attention import MultiHeadSelfAttention3d
 from hybrid_unet.models.blocks.conv import ConvNormAct3d
 from hybrid_unet.models.blocks.hybrid import (
     HybridEncoderBlock,
@@ -106,9 +107,6 @@ class HybridUNet(nn.Module):
         bad_stages = [s for s in attention_stages if not 0 <= int(s) < n]
         if bad_stages:
             raise ValueError(f"attention_stages {bad_stages} out of range 0..{n - 1}")
-        for s in attention_stages:
-            if num_heads < 1 or features[s] % num_heads:
-                raise ValueError(f"num_heads={num_heads} must divide features[{s}]={features[s]}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not 0.0 <= drop_path < 1.0:
@@ -125,6 +123,12 @@ class HybridUNet(nn.Module):
         conv_layers = [conv_block_factory(b, expand_ratio, mbconv_se) for b in stage_blocks]
         norm_t, act_t = get_norm(norm), get_act(act)
         attn_layer = token_mixer_factory(attention, num_heads, window_size)
+        if getattr(attn_layer, "func", None) is MultiHeadSelfAttention3d:  # heads split widths
+            for s in attention_stages:
+                if num_heads < 1 or features[s] % num_heads:
+                    raise ValueError(
+                        f"num_heads={num_heads} must divide features[{s}]={features[s]}"
+                    )
 
         self.in_channels, self.num_classes = in_channels, num_classes
         self.deep_supervision = deep_supervision

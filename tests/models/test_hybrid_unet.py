@@ -108,6 +108,12 @@ def test_constructor_validates(kwargs, match):
         tiny(**kwargs)
 
 
+@pytest.mark.parametrize("attention", ["identity", "se", "conv"])
+def test_num_heads_binds_only_self_attention(attention):
+    # Widths the heads do not divide were refused even with no self-attention built.
+    assert tiny(num_heads=3, attention=attention)(torch.randn(1, 2, 4, 12, 8))[0].shape[1] == 3
+
+
 @pytest.mark.parametrize("attention", ATTENTION_KINDS)
 @pytest.mark.parametrize("shuffle", SHUFFLE_KINDS)
 def test_ablation_switches(attention, shuffle):
