@@ -18,6 +18,10 @@ _SPACING_RTOL = 1e-3
 _AFFINE_ATOL = 1e-3
 
 
+# Shapes and spacings are given in array order, which reverses a NIfTI header's x, y, z.
+_ORDER = " (D, H, W order: a NIfTI's z, y, x)"
+
+
 def _where(path: Path, key: str | None) -> str:
     return f"{path}::{key}" if key else str(path)
 
@@ -28,7 +32,7 @@ def geometry_problem(
     """How ``other``'s grid differs from ``ref``'s (e.g. a label's from its image's), up to
     float noise from different writers: the spacing first, then the affine; ``None`` if not."""
     if not np.allclose(ref.spacing, other.spacing, rtol=_SPACING_RTOL):
-        return f"{what} spacing {other.spacing} != {ref_what} spacing {ref.spacing}"
+        return f"{what} spacing {other.spacing} != {ref_what} spacing {ref.spacing}{_ORDER}"
     if not np.allclose(ref.affine, other.affine, atol=_AFFINE_ATOL * max(ref.spacing)):
         return f"{what} affine differs from the {ref_what} affine"
     return None
@@ -40,7 +44,7 @@ def channel_problems(
     """How a further channel file of a case differs from its first: shape, then grid."""
     problems = []
     if shape != ref_shape:
-        problems.append(f"channel shape {shape} != first channel {ref_shape}")
+        problems.append(f"channel shape {shape} != first channel {ref_shape}{_ORDER}")
     if grid := geometry_problem("channel", ref, other):
         problems.append(grid)
     return problems
@@ -80,7 +84,7 @@ def _inspect(record: CaseRecord, label_values: Iterable[int] | None) -> tuple[li
         return [*problems, str(exc)], channels
     where = _where(record.label, record.key)
     if label.shape != shape:
-        problems.append(f"{where}: label shape {label.shape} != image shape {shape}")
+        problems.append(f"{where}: label shape {label.shape} != image shape {shape}{_ORDER}")
     elif label_geo.assumed:
         pass  # a label that stores no geometry (.npy without sidecar) lies on its image's grid
     elif grid := geometry_problem("label", ref_geo, label_geo):

@@ -157,6 +157,7 @@ def test_a_numpy_label_without_sidecar_lies_on_its_images_grid(tmp_path):
     np.save(tmp_path / "lab.npy", np.zeros((4, 5, 7), np.uint8))  # the shape is still checked
     assert collect_problems([record], [0, 1]) == [
         f"{tmp_path / 'lab.npy'}: label shape (4, 5, 7) != image shape (4, 5, 6)"
+        " (D, H, W order: a NIfTI's z, y, x)"
     ]
     np.save(tmp_path / "lab.npy", np.zeros((4, 5, 6), np.uint8))  # a sidecar that disagrees
     (tmp_path / "lab.json").write_text(json.dumps({"spacing": [1.0, 1.0, 1.0]}))
