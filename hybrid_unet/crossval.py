@@ -38,6 +38,9 @@ class CrossValError(ValueError):
 
 def find_fold_runs(folders: list[Path]) -> list[Path]:
     """Run dirs holding a :data:`TABLE` under ``folders`` (a folder may itself be a run)."""
+    missing = [str(f) for f in folders if not Path(f).is_dir()]
+    if missing:
+        raise CrossValError(f"{', '.join(missing)}: no such folder")
     runs = sorted({p.parent for folder in folders for p in Path(folder).rglob(TABLE)})
     if not runs:
         names = ", ".join(str(f) for f in folders)

@@ -57,6 +57,8 @@ def test_a_case_in_two_folds_is_refused(tmp_path, capsys):
 def test_no_fold_tables_is_a_clear_error(tmp_path, capsys):
     assert crossval.main([str(tmp_path)]) == 2
     assert "no validation_cases.csv" in capsys.readouterr().err
+    assert crossval.main([str(tmp_path / "runs" / "cv6")]) == 2  # a typo, not unfinished runs
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'runs' / 'cv6'}: no such folder"
 
 
 def test_seed_repeats_share_the_fold_split(tmp_path):
