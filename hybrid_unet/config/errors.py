@@ -77,6 +77,10 @@ def describe_exception(exc: BaseException) -> str:
         if _target_takes(parent, key):
             return (f"config key '{cause.full_key}' is not set in the config, though its "
                     f"_target_ takes it: add it with '+{cause.full_key}=...'")  # fmt: skip
+        node = str(cause.full_key).rpartition(".")[0]
+        if parent is not None and not siblings and node:  # a null node: nothing to set in it
+            return (f"unknown config key '{cause.full_key}': '{node}' is null or empty in this "
+                    f"config; set it whole, e.g. '{node}={{_target_: ..., {key}: ...}}'")  # fmt: skip
         hint = did_you_mean(key, siblings) or did_you_mean_path(key, parent)
         return f"unknown config key '{cause.full_key}'{hint}"
     if isinstance(cause, ValidationError):

@@ -56,6 +56,18 @@ def test_a_key_given_without_its_group_is_named_with_where_it_lives():
     )
 
 
+def test_a_key_under_a_null_node_says_the_node_is_null():
+    """quick_test trains without augmentation; its probabilities are no unknown keys."""
+    from hybrid_unet.config.errors import describe_exception
+
+    with pytest.raises(Exception) as info:
+        compose_config(["+preset=quick_test", "data.augmentation.p_flip=0.5"])
+    assert describe_exception(info.value) == (
+        "unknown config key 'data.augmentation.p_flip': 'data.augmentation' is null or empty in "
+        "this config; set it whole, e.g. 'data.augmentation={_target_: ..., p_flip: ...}'"
+    )
+
+
 @pytest.mark.parametrize("group", ["loss", "model", "optimizer", "scheduler"])
 def test_a_group_file_without_target_is_one_line(group):
     """A loss YAML without _target_ was passed on as the loss itself: a traceback once training
