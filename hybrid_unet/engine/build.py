@@ -317,8 +317,18 @@ def build_optimizer(cfg: dict, model: torch.nn.Module, loss: torch.nn.Module):
     """Optimizer over the model's and the loss's parameters (learned loss weights).
 
     Weight decay applies to weight matrices and kernels only (see :func:`param_groups`).
+
+    Raises:
+        ConfigError: naming ``optimizer``, when its class refuses the configured arguments
+            (``optimizer.betas=[0.9]``: one value short).
     """
-    return instantiate(cfg["optimizer"])(param_groups(model, loss))
+    make = instantiate(cfg["optimizer"], _convert_="all")  # plain lists, as torch expects
+    try:
+        return make(param_groups(model, loss))
+    except (ValueError, TypeError, IndexError) as exc:
+        target = cfg["optimizer"].get("_target_")
+        raise ConfigError([f"config key 'optimizer': {target} refuses its arguments "
+                           f"({type(exc).__name__}: {exc})"]) from exc  # fmt: skip
 
 
 def param_groups(model: torch.nn.Module, *others: torch.nn.Module) -> list[dict]:

@@ -28,6 +28,17 @@ class _Net(torch.nn.Module):
         return {"pos"}
 
 
+def test_arguments_the_optimizer_refuses_name_the_optimizer_key():
+    """``optimizer.betas=[0.9]`` was "config key '[1]': list index out of range"."""
+    from hybrid_unet.config.errors import ConfigError
+
+    node = OmegaConf.to_container(OmegaConf.load(REPO / "conf/optimizer/adamw.yaml"))
+    with pytest.raises(ConfigError, match=r"config key 'optimizer': torch.optim.AdamW refuses"):
+        build_optimizer({"optimizer": {**node, "betas": [0.9]}}, _Net(), torch.nn.Module())
+    opt = build_optimizer({"optimizer": {**node, "betas": [0.8, 0.9]}}, _Net(), torch.nn.Module())
+    assert list(opt.param_groups[0]["betas"]) == [0.8, 0.9]
+
+
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 def test_norms_biases_and_1d_params_are_not_decayed(name):
     cfg = {
