@@ -114,6 +114,21 @@ def _parse_row(row: dict, path: Path, line: int) -> dict:
     return out
 
 
+def missing_folds(folds: dict[tuple[str, str], Path]) -> dict[str, list[int]]:
+    """Per seed, the folds of its split (``data.num_folds``) that no given run validated."""
+    missing = {}
+    for seed in sorted({seed for _, seed in folds}):
+        runs = [run for (_, s), run in folds.items() if s == seed]
+        cfg = _run_config(runs[0])
+        num_folds = None if cfg is None else cfg.get("data", {}).get("num_folds")
+        if num_folds is None:
+            continue
+        present = {fold for fold, s in folds if s == seed}
+        if absent := [f for f in range(int(num_folds)) if str(f) not in present]:
+            missing[seed] = absent
+    return missing
+
+
 def _number(text: str) -> float:
     return float(text) if text not in ("", None) else math.nan
 
@@ -138,6 +153,7 @@ def summarise(runs: list[Path]) -> tuple[dict, list[dict]]:
                 )
             seen[row["case"], seed] = fold
             rows.append({"fold": fold, "seed": seed, **row})
+    missing = missing_folds(folds)
     keys = sorted({k for row in rows for k in row if k not in _LABELS})
     per_class = {}
     for key in keys:
@@ -153,6 +169,7 @@ def summarise(runs: list[Path]) -> tuple[dict, list[dict]]:
     summary = {
         "runs": {f"fold {fold} seed {seed}": str(run) for (fold, seed), run in folds.items()},
         "cases": len(rows),
+        "missing_folds": missing,
         "per_class": per_class,
         "mean_over_classes": means,
         "mean_dice_per_fold": per_fold,
@@ -224,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     write_case_table(out / "crossval_cases.csv", rows)
     atomic_write_json(out / "crossval_summary.json", summary)
     print(markdown(summary))
+    for seed, absent in summary["missing_folds"].items():
+        print(f"warning: seed {seed}: no run of fold(s) {', '.join(map(str, absent))}; the "
+              "summary covers only the folds given", file=sys.stderr)  # fmt: skip
     print(f"wrote {out / 'crossval_summary.json'} and {out / 'crossval_cases.csv'}")
     return 0
 

@@ -37,6 +37,17 @@ def test_summary_pools_cases_over_folds(tmp_path, capsys):
     assert "0.800 +- 0.100" in capsys.readouterr().out
 
 
+def test_folds_of_the_split_without_a_run_are_warned_about(tmp_path, capsys):
+    for fold in (0, 2):
+        run = _fold_run(tmp_path, fold, [f"c{fold},0.8,0.6"])
+        config = run / ".hydra" / "config.yaml"
+        config.write_text(config.read_text() + "  num_folds: 5\n")
+    assert crossval.main([str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "crossval_summary.json").read_text())
+    assert summary["missing_folds"] == {"42": [1, 3, 4]}
+    assert "warning: seed 42: no run of fold(s) 1, 3, 4" in capsys.readouterr().err
+
+
 def test_seed_repeats_of_a_fold_are_summarised_per_seed(tmp_path):
     _fold_run(tmp_path, 0, ["a,0.8,0.6", "b,0.9,0.7"], seed=1)
     _fold_run(tmp_path, 0, ["a,0.7,0.6", "b,0.8,0.5"], seed=2)
