@@ -93,3 +93,14 @@ def test_no_grad_and_tracing_use_a_plain_convolution():
 def test_even_kernel_is_refused():
     with pytest.raises(ValueError, match="odd"):
         DepthwiseConv3d(4, (3, 2, 3))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_weight_gradient_has_the_parameters_strides(channels_last):
+    """DDP's gradient buckets are views with the parameter's strides; a gradient with others is
+    copied into them, with a warning, at every step."""
+    conv = DepthwiseConv3d(8, 3)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last_3d)
+    conv(torch.randn(2, 8, 6, 6, 6, requires_grad=True)).sum().backward()
+    assert conv.weight.grad.stride() == conv.weight.stride()

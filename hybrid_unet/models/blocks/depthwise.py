@@ -43,6 +43,7 @@ class _DepthwiseConv3dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
+        ctx.weight_strides = weight.stride()  # the parameter's own layout, for its gradient
         x = x.contiguous(memory_format=_CL)
         weight = weight.contiguous(memory_format=_CL)
         ctx.save_for_backward(x, weight)
@@ -73,6 +74,8 @@ class _DepthwiseConv3dFunction(torch.autograd.Function):
                 shifted = xp[:, i : i + d, j : j + h, k : k + w]
                 grad_w[i, j, k] = (g * shifted).sum((0, 1, 2, 3))
             grad_w = grad_w.permute(3, 0, 1, 2).unsqueeze(1).to(weight.dtype)
+            # In the parameter's strides: DDP's gradient buckets are views with those strides.
+            grad_w = grad_w.new_empty_strided(weight.shape, ctx.weight_strides).copy_(grad_w)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3, 4), dtype=torch.promote_types(grad.dtype, torch.float32))
             grad_b = grad_b.to(grad.dtype)
