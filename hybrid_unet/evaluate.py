@@ -86,8 +86,9 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
 
 def _decision_problem(args: argparse.Namespace, preds: list[Path]) -> str | None:
     """Why these predictions cannot decide the run's post-processing: predict says (its
-    ``summary.json``) they were post-processed already, or the run's ``splits.json`` says some
-    cases are ones it trained on. The decision replaces what every later ``predict`` applies."""
+    ``summary.json``) they were post-processed already or made by other checkpoints than the
+    run's (an ensemble, another run), or the run's ``splits.json`` says some cases are ones it
+    trained on. The decision replaces what every later ``predict`` applies."""
     import yaml
 
     from hybrid_unet.data.splits import fold_validation_cases
@@ -101,6 +102,8 @@ def _decision_problem(args: argparse.Namespace, preds: list[Path]) -> str | None
         return (f"{flag}: {args.predictions} was predicted with largest_component="
                 f"{settings['largest_component']}, so it cannot show what that removal gains; "
                 "predict again with largest_component=[]")  # fmt: skip
+    if problem := _other_checkpoints_problem(settings.get("checkpoints"), run):
+        return f"{flag}: {args.predictions} was predicted {problem}"
     try:
         fold = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]["fold"]
         val = fold_validation_cases(run, fold)
@@ -115,6 +118,24 @@ def _decision_problem(args: argparse.Namespace, preds: list[Path]) -> str | None
         )
         return (f"{flag}: {shown} are not in {run}'s validation fold {fold} (it trained on them): "
                 "decide on its validation cases (predict split=val)")  # fmt: skip
+    return None
+
+
+def _other_checkpoints_problem(checkpoints: object, run: Path) -> str | None:
+    """How predict's recorded ``checkpoints`` are not the run's own network alone, else
+    ``None`` (none recorded: predictions of another tool, nothing to check). The decision is
+    stored with the run and applied to its predictions; another network's masks say nothing
+    about what removing components gains for it."""
+    from hybrid_unet.inference.postprocessing import postprocessing_path
+
+    if not isinstance(checkpoints, list) or not checkpoints:
+        return None
+    if len(checkpoints) > 1:
+        shown = ", ".join(map(str, checkpoints[:3])) + (", ..." if len(checkpoints) > 3 else "")
+        return (f"by an ensemble of {len(checkpoints)} checkpoints ({shown}), not by {run} "
+                f"alone: predict with checkpoints={run}")  # fmt: skip
+    if postprocessing_path(checkpoints[0]).parent.resolve() != run.resolve():
+        return f"by {checkpoints[0]}, not by {run}: predict with checkpoints={run}"
     return None
 
 
@@ -174,17 +195,18 @@ def read_pair(
     for no class.
 
     Raises:
-        DataError: Naming the file, when the two do not share a grid (shape, spacing up to a
-            relative 1e-3, affine) or either holds a label outside ``[0, num_classes)`` (the
-            reference: or ``ignore_label``).
+        DataError: Naming the prediction and its reference when the two do not share a grid
+            (shape, spacing up to a relative 1e-3, affine), or the file holding a label outside
+            ``[0, num_classes)`` (the reference: or ``ignore_label``).
     """
     from hybrid_unet.data.io import read_label
     from hybrid_unet.metrics.segmentation import without_unannotated
 
     pred, pred_geo = read_label(pred_path)
     ref, ref_geo = read_label(ref_path)
-    if pred.shape != ref.shape:
-        raise DataError(pred_path, f"shape {pred.shape} differs from the reference {ref.shape}")
+    if pred.shape != ref.shape:  # either may be the wrong one: name both
+        raise DataError(pred_path, f"shape {pred.shape} differs from the shape {ref.shape} of "
+                                   f"the reference {ref_path}")  # fmt: skip
     grid = geometry_problem("prediction", ref_geo, pred_geo, f"reference {ref_path}")
     if grid:
         raise DataError(pred_path, grid)

@@ -58,8 +58,11 @@ def check_predict_config(cfg: DictConfig) -> dict[str, Any]:
     overlap = resolved["sliding_window"].get("overlap")
     if isinstance(overlap, int | float) and not 0 <= overlap < 1:
         problems.append(f"config key 'sliding_window.overlap': {overlap} is outside [0, 1)")
+    if problem := _patch_size_problem(resolved["sliding_window"].get("patch_size")):
+        problems.append(problem)
     ckpts = resolved["checkpoints"]
     resolved["checkpoints"] = [ckpts] if isinstance(ckpts, str) else list(ckpts)
+    problems += _count_problems(resolved)
     lcc = resolved["largest_component"]
     if lcc != "auto" and not (isinstance(lcc, list) and all(isinstance(c, int) for c in lcc)):
         problems.append(f"config key 'largest_component': 'auto' or a list of classes, got {lcc!r}")
@@ -73,6 +76,37 @@ def check_predict_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(problems)
     resolved["precision"] = str(resolved["precision"]).split(".")[-1]
     return resolved
+
+
+def _patch_size_problem(patch_size: Any) -> str | None:
+    """Why ``sliding_window.patch_size`` is no window of the scans' three spatial axes (it
+    failed every case, deep in the stitching), else ``None``; ``null`` is the run's patch."""
+    if patch_size is None:
+        return None
+    sizes = patch_size if isinstance(patch_size, list) else [patch_size]
+    if len(sizes) == 3 and all(isinstance(p, int) and not isinstance(p, bool) and p > 0
+                               for p in sizes):  # fmt: skip
+        return None
+    return (f"config key 'sliding_window.patch_size': {patch_size!r} is no window of the scans' "
+            "3 spatial axes: give 3 positive sizes [d, h, w], or null for the run's own patch")  # fmt: skip
+
+
+def _count_problems(resolved: dict[str, Any]) -> list[str]:
+    """Counts that torch or the predictor refused with a traceback: no checkpoint, a negative
+    number of Monte-Carlo samples, fewer than one thread."""
+    problems = []
+    if not resolved["checkpoints"]:
+        problems.append("config key 'checkpoints': no checkpoint given (a run dir, a .pt file, "
+                        "or [RUN_A,RUN_B] for an ensemble)")  # fmt: skip
+    samples = resolved["mc_dropout_samples"]
+    if isinstance(samples, int) and samples < 0:
+        problems.append(f"config key 'mc_dropout_samples': {samples} is outside [0, inf) (0: no "
+                        "Monte-Carlo dropout)")  # fmt: skip
+    threads = resolved["num_threads"]
+    if isinstance(threads, int) and threads < 1:
+        problems.append(f"config key 'num_threads': {threads} is outside [1, inf) (null: torch's "
+                        "default)")  # fmt: skip
+    return problems
 
 
 def class_names(predictor, names: list[str] | None) -> dict[int, str]:
@@ -94,11 +128,31 @@ def class_names(predictor, names: list[str] | None) -> dict[int, str]:
 
 
 def validation_names(predictor) -> list[str] | None:
-    """The first run's validation fold (its ``splits.json``), if the run dir is there."""
+    """The validation cases of the runs (each run dir's ``splits.json``; ``None`` without it).
+
+    Raises:
+        ConfigError: Naming ``split`` and two runs, when an ensemble's runs validated on
+            different cases (other folds): one run's validation cases are another's training
+            cases, so their scores would not be validation scores.
+    """
     from hybrid_unet.data.splits import fold_validation_cases
 
-    return fold_validation_cases(predictor.checkpoints[0].parent.parent,
-                                 predictor.cfg["data"]["fold"])  # fmt: skip
+    runs = [(ckpt.parent.parent, cfg["data"]["fold"])
+            for ckpt, cfg in zip(predictor.checkpoints, predictor.configs, strict=True)]  # fmt: skip
+    folds = [fold_validation_cases(run, fold) for run, fold in runs]
+    for (run, fold), val in zip(runs[1:], folds[1:], strict=True):
+        if (val is None, set(val or ())) != (folds[0] is None, set(folds[0] or ())):
+            first = _fold_name(*runs[0], folds[0])
+            raise ConfigError([f"config key 'split': 'val' with runs that validated on different "
+                               f"cases, {first} and {_fold_name(run, fold, val)}: one's "
+                               "validation cases are another's training cases; predict split=val "
+                               "with runs of one fold"])  # fmt: skip
+    return folds[0]
+
+
+def _fold_name(run: Path, fold: int, val: list[str] | None) -> str:
+    """``RUN (fold N)``, or ``RUN (no splits.json)``."""
+    return f"{run} (fold {fold})" if val is not None else f"{run} (no splits.json)"
 
 
 def run_prediction(cfg: dict[str, Any]) -> dict:
@@ -122,7 +176,7 @@ def run_prediction(cfg: dict[str, Any]) -> dict:
         raise ConfigError([clash])
     names = class_names(predictor, cfg["class_names"])
     settings = {
-        "checkpoints": [str(p) for p in predictor.checkpoints],
+        "checkpoints": [str(p.resolve()) for p in predictor.checkpoints],
         "sliding_window": predictor.sliding_window.settings(),
         "largest_component": predictor.largest_component,
         "precision": cfg["precision"],
@@ -168,6 +222,44 @@ def _discard_if_empty(output: Path) -> None:
         output.rmdir()
 
 
+def _argument_problem(args: list[str]) -> str | None:
+    """What is wrong with the command line where Hydra's own message would mislead or come
+    too late: a training config group, an empty ``output=`` (Hydra would predict into the
+    working directory) or an output that is a file (a traceback creating its run dir)."""
+    if problem := _group_problem(args):
+        return problem
+    given = [a.split("=", 1)[1] for a in args if a.startswith("output=")]
+    output = given[-1] if given else None  # Hydra applies the last
+    if output == "":
+        return "config key 'output' is empty: give the folder for the label maps"
+    return output_dir_problem(output) if output else None
+
+
+def _group_problem(args: list[str]) -> str | None:
+    """Why an override choosing a training config group (``model=plain_unet``,
+    ``+loss=dice_ce``) does not apply, else ``None``. Hydra said "Could not override 'model'
+    ... use +model=plain_unet", and that failed too."""
+    from importlib.resources import files
+
+    groups = {g.name for g in files("hybrid_unet.conf").iterdir() if g.is_dir()} - {"hydra"}
+    for arg in args:
+        group = arg.split("=", 1)[0].lstrip("+~").split("/")[0]
+        if arg.startswith("-") or group not in groups:
+            continue
+        what = "the model comes" if group == "model" else "the training settings come"
+        return (f"predict takes no config group '{group}': {what} from the run's checkpoint "
+                "(predict's own keys: python -m hybrid_unet.predict --help)")  # fmt: skip
+    return None
+
+
+def _missing_output(exc: Exception) -> bool:
+    """Whether Hydra failed resolving its run dir (``${output}``) because ``output`` is unset."""
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    missing = isinstance(exc, InterpolationToMissingValueError | MissingMandatoryValue)
+    return missing and exc.full_key == "hydra.run.dir"
+
+
 def _interrupt(signum, frame) -> None:
     # SIGTERM unwinds like Ctrl-C, so the writers' finally blocks remove their temporary files.
     raise KeyboardInterrupt
@@ -181,9 +273,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's printer
     signal.signal(signal.SIGTERM, _interrupt)
     plain_warnings()
-    output = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("output=")), None)
-    problem = output_dir_problem(output) if output else None
-    if problem:  # Hydra would fail creating it (its run dir) with a traceback
+    if problem := _argument_problem(sys.argv[1:]):
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     try:
@@ -196,6 +286,9 @@ def main() -> None:
     except Exception as exc:
         if user_wants_traceback:
             raise
+        if _missing_output(exc):  # Hydra said "config key 'hydra.run.dir': ..."
+            print("error: config key 'output': Missing mandatory value: output", file=sys.stderr)
+            raise SystemExit(2) from None
         exit_on_user_error(exc)
         raise
 

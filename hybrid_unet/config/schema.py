@@ -192,7 +192,7 @@ class PredictConfig:
     """Folder for the label maps, ``volumes.csv`` and ``summary.json``."""
     split: str = "test"
     """For a dataset.json input: ``test`` (its test list or imagesTs), ``training``, ``val``
-    (the first run's validation fold)."""
+    (the validation fold the runs share)."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     precision: Precision = Precision.fp32

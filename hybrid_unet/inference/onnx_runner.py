@@ -92,6 +92,9 @@ class OnnxPredictor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Predict INPUT into OUTPUT; returns the exit code: 2 (one ``error:`` line, nothing
+    written) for a bad model, input or output folder (a file, the scans' own folder, a folder
+    of reference labels), 1 if a case failed, else 0."""
     parser = argparse.ArgumentParser(prog="python -m hybrid_unet.inference.onnx_runner",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -105,15 +108,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from hybrid_unet.cli import output_dir_problem
     from hybrid_unet.inference.inputs import find_cases
-    from hybrid_unet.inference.outputs import predict_cases, report
+    from hybrid_unet.inference.outputs import output_clash, predict_cases, report
 
     problem = output_dir_problem(args.output)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        predictor = OnnxPredictor(args.model, num_threads=args.threads)
         cases = find_cases(args.input, args.split)
+        if clash := output_clash(cases, args.output, what="output"):  # the scans, or labelsTr
+            print(f"error: {clash}", file=sys.stderr)
+            return 2
+        predictor = OnnxPredictor(args.model, num_threads=args.threads)
     except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -86,8 +86,11 @@ def label_file(name: str) -> str:
     return f"{name}.nii.gz"
 
 
-def output_clash(cases: Sequence[CaseRecord], output: str | Path) -> str | None:
-    """Why ``output`` must not receive these cases' label maps, else ``None``.
+def output_clash(
+    cases: Sequence[CaseRecord], output: str | Path, what: str = "config key 'output'"
+) -> str | None:
+    """Why ``output`` must not receive these cases' label maps, else ``None``; ``what`` names
+    the option in the message (``predict``'s config key, the ONNX runner's argument).
 
     It is a folder the scans are read from (a map would replace a scan of the same name, or
     be read as a scan next time), or it holds files named as the maps will be that no
@@ -98,7 +101,7 @@ def output_clash(cases: Sequence[CaseRecord], output: str | Path) -> str | None:
     for case in cases:
         for scan in map(Path, case.images):
             if out in (scan.resolve(), scan.resolve().parent):
-                return (f"config key 'output': {output} is where the scans are read from "
+                return (f"{what}: {output} is where the scans are read from "
                         f"({scan.name}); predict into another folder")  # fmt: skip
     if (out / SUMMARY_FILE).is_file():
         return None
@@ -107,7 +110,7 @@ def output_clash(cases: Sequence[CaseRecord], output: str | Path) -> str | None:
         return None
     more = f" and {len(taken) - 1} more label map names" if len(taken) > 1 else ""
     return (
-        f"config key 'output': {output} already holds {taken[0]}{more}, which no "
+        f"{what}: {output} already holds {taken[0]}{more}, which no "
         "prediction wrote (it has no summary.json); predict into another folder"
     )
 

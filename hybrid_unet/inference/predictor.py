@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybrid_unet.config.errors import ConfigError
 from hybrid_unet.data.io import read_image
 from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.planning import Plan
@@ -51,6 +52,12 @@ class Predictor:
         largest_component: Classes kept to their largest component, or ``"auto"``: the
             decision stored with the run(s) (``postprocessing.json``; classes all agree on).
         connectivity: Neighbourhood of a connected component (3: 26-connected).
+
+    Raises:
+        ConfigError: Naming ``predict``'s key: no checkpoint, a negative
+            ``mc_dropout_samples`` or any on networks without dropout, a ``largest_component``
+            class that is not one of the run's foreground classes, a bad ``device``.
+        ValueError: Runs of an ensemble that do not fit together (classes, channels, plan).
     """
 
     def __init__(
@@ -66,10 +73,14 @@ class Predictor:
         if isinstance(checkpoints, str | Path):
             checkpoints = [checkpoints]
         if not checkpoints:
-            raise ValueError("no checkpoint given")
+            raise ConfigError(["config key 'checkpoints': no checkpoint given"])
+        if mc_dropout_samples < 0:
+            raise ConfigError([f"config key 'mc_dropout_samples': {mc_dropout_samples} is "
+                               "outside [0, inf) (0: no Monte-Carlo dropout)"])  # fmt: skip
         paths = [resolve_checkpoint(c) for c in checkpoints]
         loaded = [load_checkpoint(p) for p in paths]
-        self.cfg = loaded[0]["config"]
+        self.configs = [c["config"] for c in loaded]  # each run's training config, in order
+        self.cfg = self.configs[0]
         self.plan = Plan(**loaded[0]["plan"]) if loaded[0].get("plan") else None
         self.num_classes = int(self.cfg["data"]["num_classes"])
         self.in_channels = int(self.cfg["data"]["in_channels"])
@@ -103,18 +114,16 @@ class Predictor:
                     "can swap mirrored structures; mirror only the axes it trained flipped",
                     stacklevel=2,
                 )
-        if mc_dropout_samples < 0:
-            raise ValueError(f"mc_dropout_samples must be >= 0, got {mc_dropout_samples}")
         if mc_dropout_samples and not any(_dropouts(m) for m in self.models):
-            raise ValueError(
-                "mc_dropout_samples > 0 but the network has no dropout layer (train with "
-                "model.dropout > 0)"
-            )
+            raise ConfigError([f"config key 'mc_dropout_samples': {mc_dropout_samples} but the "
+                               "network has no dropout layer, so every sample would be the same "
+                               "(train with model.dropout > 0, or leave it 0)"])  # fmt: skip
         self.mc_dropout_samples = mc_dropout_samples
         self.connectivity = connectivity
-        self.largest_component = (
-            stored_classes(checkpoints) if largest_component == "auto" else list(largest_component)
-        )
+        if largest_component == "auto":
+            self.largest_component = stored_classes(checkpoints)
+        else:
+            self.largest_component = _foreground_classes(largest_component, self.num_classes)
         self.checkpoints = paths
 
     @property
@@ -180,6 +189,21 @@ class Predictor:
         return atomic_write_nifti(output, self.predict(image, geometry), geometry)
 
 
+def _foreground_classes(classes: Sequence[int], num_classes: int) -> list[int]:
+    """``classes`` as a list, each a foreground class ``1..num_classes - 1`` of the run.
+
+    Raises:
+        ConfigError: Naming ``largest_component``, for the background or a class the run lacks
+            (it was accepted and reported as kept, and did nothing).
+    """
+    outside = [c for c in classes if not 1 <= c < num_classes]
+    if outside:
+        raise ConfigError([f"config key 'largest_component': class(es) {outside} outside the "
+                           f"run's foreground classes 1..{num_classes - 1} ({num_classes} classes, "
+                           "0 the background)"])  # fmt: skip
+    return list(classes)
+
+
 def _dropouts(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
 
@@ -187,7 +211,6 @@ def _dropouts(model: torch.nn.Module) -> list[torch.nn.Module]:
 def _check_importable(path: Path, model_cfg: dict) -> None:
     """A run whose network (or a part of it) is a class of one's own predicts only where that
     class imports: say so, naming it (Hydra said "Error locating target ...")."""
-    from hybrid_unet.config.errors import ConfigError
     from hybrid_unet.config.validate import import_failure
 
     dotted = [("_target_", model_cfg.get("_target_"))]

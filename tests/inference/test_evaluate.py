@@ -224,3 +224,40 @@ def test_tolerance_mm_sets_the_surface_dice_tolerance(tmp_path):
         rows = list(csv.DictReader((out / "metrics.csv").open()))
         nsd[tolerance] = float(rows[0]["nsd_1"])
     assert nsd["2.5"] == pytest.approx(1.0) and nsd["1"] < 0.9
+
+
+def test_a_reference_of_another_shape_names_both_files(tmp_path, capsys):
+    """Either file may be the wrong one; the message named the prediction only."""
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    write_nifti(tmp_path / "ref" / "a.nii.gz", np.zeros((8, 10, 12), np.uint8),
+                Geometry.from_spacing((1.0, 1.0, 1.0)))  # fmt: skip
+    assert main(args) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {tmp_path / 'pred' / 'a.nii.gz'}: shape (8, 10, 10) differs")
+    assert f"(8, 10, 12) of the reference {tmp_path / 'ref' / 'a.nii.gz'}" in line
+
+
+def test_decide_postprocessing_refuses_predictions_of_other_checkpoints(tmp_path, capsys):
+    """predict's summary.json names the checkpoints that made the masks: an ensemble's, or
+    another run's, would decide this run's post-processing from masks it did not make."""
+    args = _pairs(tmp_path, ["a.nii.gz"])
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        (folder / "checkpoints").mkdir(parents=True)
+    summary = {"cases": [], "failed": [], "settings": {"largest_component": []}}
+
+    def decide(checkpoints: list[str]) -> int:
+        summary["settings"]["checkpoints"] = checkpoints
+        (tmp_path / "pred" / "summary.json").write_text(json.dumps(summary))
+        return main([*args, "--decide-postprocessing", str(run)])
+
+    ensemble = [str(run / "checkpoints" / "best.pt"), str(other / "checkpoints" / "best.pt")]
+    assert decide(ensemble) == 2
+    line = _one_error_line(capsys)
+    assert f"was predicted by an ensemble of 2 checkpoints ({ensemble[0]}, {ensemble[1]})" in line
+    assert f"predict with checkpoints={run}" in line
+    assert decide([ensemble[1]]) == 2
+    assert f"was predicted by {ensemble[1]}, not by {run}" in _one_error_line(capsys)
+    assert not (run / "postprocessing.json").exists()
+    assert decide([str(run / "checkpoints" / "last.pt")]) == 0  # the run's own: decided
+    assert (run / "postprocessing.json").is_file()
