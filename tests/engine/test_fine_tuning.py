@@ -64,3 +64,12 @@ def test_a_checkpoint_with_a_weight_average_gives_the_average(tmp_path):
     assert differs  # the average is not the raw weights
     for name in differs:
         torch.testing.assert_close(own[name], ckpt["ema"][name], rtol=0, atol=0, msg=name)
+
+
+def test_a_run_dir_as_pretrained_gives_its_best_checkpoint(tmp_path, capsys):
+    """predict and export take a run dir; trainer.pretrained said "checkpoint not found"."""
+    train_in_process([*ONE, "trainer.max_epochs=1"], tmp_path / "pre")
+    train_in_process([*ONE, "trainer.max_epochs=1", f"trainer.pretrained={tmp_path / 'pre'}"],
+                     tmp_path / "ft")  # fmt: skip
+    best = tmp_path / "pre" / "checkpoints" / "best.pt"
+    assert f"Pretrained weights from {best}" in capsys.readouterr().err
