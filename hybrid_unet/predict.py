@@ -92,21 +92,12 @@ def _patch_size_problem(patch_size: Any) -> str | None:
 
 
 def _count_problems(resolved: dict[str, Any]) -> list[str]:
-    """Counts that torch or the predictor refused with a traceback: no checkpoint, a negative
-    number of Monte-Carlo samples, fewer than one thread."""
-    problems = []
-    if not resolved["checkpoints"]:
-        problems.append("config key 'checkpoints': no checkpoint given (a run dir, a .pt file, "
-                        "or [RUN_A,RUN_B] for an ensemble)")  # fmt: skip
-    samples = resolved["mc_dropout_samples"]
-    if isinstance(samples, int) and samples < 0:
-        problems.append(f"config key 'mc_dropout_samples': {samples} is outside [0, inf) (0: no "
-                        "Monte-Carlo dropout)")  # fmt: skip
+    """Counts torch refused with a traceback: fewer than one thread. (No checkpoint and a
+    negative ``mc_dropout_samples`` are the Predictor's own checks, before it loads anything.)"""
     threads = resolved["num_threads"]
     if isinstance(threads, int) and threads < 1:
-        problems.append(f"config key 'num_threads': {threads} is outside [1, inf) (null: torch's "
-                        "default)")  # fmt: skip
-    return problems
+        return [f"config key 'num_threads': {threads} is outside [1, inf) (null: torch's default)"]
+    return []
 
 
 def class_names(predictor, names: list[str] | None) -> dict[int, str]:

@@ -9,11 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hybrid_unet.config.errors import ConfigError
 from hybrid_unet.data.case import Case
 from hybrid_unet.data.errors import DataError
 from hybrid_unet.data.fingerprint import Fingerprint, compute_fingerprint
 from hybrid_unet.data.layouts import detect_layout
-from hybrid_unet.data.planning import DEFAULT_MEMORY_BUDGET, Plan, plan_experiment
+from hybrid_unet.data.planning import (
+    DEFAULT_MEMORY_BUDGET,
+    Plan,
+    PlanOverrideError,
+    plan_experiment,
+)
 from hybrid_unet.data.preprocessing import load_preprocessed, preprocess_dataset
 from hybrid_unet.data.validation import validate_dataset
 
@@ -136,9 +142,13 @@ class DatasetSource:
                 records, self.layout.modality, num_workers, self.ignore_label
             )
             self.fingerprint.to_json(fp_path)
-        self.plan: Plan = plan_experiment(
-            self.fingerprint, memory_budget_voxels, _plain(plan_overrides)
-        )
+        try:
+            self.plan: Plan = plan_experiment(
+                self.fingerprint, memory_budget_voxels, _plain(plan_overrides)
+            )
+        except PlanOverrideError as exc:  # the CLI prints a ConfigError as its one line
+            raise ConfigError([f"config key 'data.source.plan_overrides.{exc.key}': "
+                               f"{exc.problem}"]) from None  # fmt: skip
         self.preprocessed_dir = self.dataset_dir / self.plan.preprocessing_hash()
         pending = [r for r in records if not (self.preprocessed_dir / f"{r.name}.json").is_file()]
         if pending and validate and not validated:

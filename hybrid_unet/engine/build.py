@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from torch.utils.data import DataLoader
 
 from hybrid_unet.config.errors import ConfigError
 from hybrid_unet.data.patches import PatchDataset, StepSampler
-from hybrid_unet.data.planning import PlanOverrideError, apply_plan, config_over_plan
+from hybrid_unet.data.planning import apply_plan, config_over_plan
 from hybrid_unet.data.splits import load_or_create_splits
 from hybrid_unet.engine.checkpoint import load_checkpoint
 from hybrid_unet.engine.distributed import RankSampler
@@ -74,13 +73,7 @@ def _fit_stages_to_model(source_cfg: dict, model_cfg: dict) -> dict:
 def build_data(cfg: dict, run_dir: Path) -> TrainingData:
     """Build the case source and pick this fold's cases (splits saved in the run dir)."""
     data = cfg["data"]
-    try:
-        source = instantiate(_fit_stages_to_model(data["source"], cfg["model"]))
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, PlanOverrideError):  # one line, not Hydra's wrapping
-            raise ConfigError([f"config key 'data.source.plan_overrides.{exc.__cause__.key}': "
-                               f"{exc.__cause__.problem}"]) from exc  # fmt: skip
-        raise
+    source = instantiate(_fit_stages_to_model(data["source"], cfg["model"]))
     channels = getattr(source, "in_channels", None)
     if channels is not None and channels != data["in_channels"]:
         raise ConfigError([f"config key 'data.in_channels' is {data['in_channels']} but the "
