@@ -42,8 +42,9 @@ class Child:
     output: str
 
 
-def run_forked(fn: Callable[[], None], log: Path, timeout: float = 120) -> Child:
-    """Run ``fn`` in a forked child (stdout and stderr to ``log``) and wait for it."""
+def run_forked(fn: Callable[[], None], log: Path, timeout: float = 600) -> Child:
+    """Run ``fn`` in a forked child (stdout and stderr to ``log``) and wait for it. ``timeout``
+    only catches a hung child (they take seconds); it is no speed check, so it is generous."""
     sys.stdout.flush(), sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
