@@ -9,8 +9,8 @@ the given folders, checks that no case is validated by two folds of one seed and
 (fold, seed) pair appears twice, and writes ``crossval_cases.csv`` (every case, with its fold
 and seed) and ``crossval_summary.json``: per class and metric the mean and sample standard
 deviation over all case predictions, and the mean Dice of each fold and of each seed with
-their standard deviations. Seed repeats (``seed=0,1,2``) of one fold are summarised the same way. It prints
-the summary as a Markdown table.
+their standard deviations. Seed repeats (``seed=0,1,2``) of one fold are summarised the same
+way. It prints the summary as a Markdown table.
 """
 
 from __future__ import annotations

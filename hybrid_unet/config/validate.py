@@ -15,7 +15,6 @@ import inspect
 import math
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -58,9 +57,6 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict
         choices = _hydra_choices() if choices is None else choices
         raise ConfigError([problem + _set_by_recipe(problem, choices) for problem in problems])
     resolved["trainer"]["precision"] = str(resolved["trainer"]["precision"]).split(".")[-1]
-    pretrained = resolved["trainer"].get("pretrained")
-    if pretrained and Path(pretrained).is_dir():  # a run dir, as predict and export take
-        resolved["trainer"]["pretrained"] = str(Path(pretrained) / "checkpoints" / "best.pt")
     return resolved
 
 

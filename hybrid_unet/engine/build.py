@@ -17,7 +17,7 @@ from hybrid_unet.config.errors import ConfigError
 from hybrid_unet.data.patches import PatchDataset, StepSampler
 from hybrid_unet.data.planning import apply_plan, config_over_plan
 from hybrid_unet.data.splits import load_or_create_splits
-from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from hybrid_unet.engine.distributed import RankSampler
 from hybrid_unet.losses.deep_supervision import DeepSupervisionLoss
 
@@ -238,6 +238,8 @@ def load_pretrained(
             another network, and training would start from scratch. The message names the
             checkpoint's model and the overrides that build it.
     """
+    if Path(path).is_dir():  # a run dir, as predict and export take: its best.pt
+        path = str(resolve_checkpoint(path))
     payload = load_checkpoint(path)
     weights = payload.get("ema") or payload.get("model", payload)
     own = model.state_dict()

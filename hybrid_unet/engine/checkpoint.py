@@ -78,6 +78,16 @@ class _RecordingWriter:
         self.f.flush()
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run dir's ``checkpoints/best.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with the safe unpickler (it cannot run code), after an integrity check.
 

@@ -16,22 +16,12 @@ from hybrid_unet.data.io.geometry import Geometry
 from hybrid_unet.data.planning import Plan
 from hybrid_unet.data.transforms import untrained_mirror_axes, validated_mirror_axes
 from hybrid_unet.engine.build import instantiate_model, resolve_device
-from hybrid_unet.engine.checkpoint import load_checkpoint
+from hybrid_unet.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from hybrid_unet.inference.outputs import atomic_write_nifti
 from hybrid_unet.inference.pipeline import Segmentation, segment
 from hybrid_unet.inference.postprocessing import stored_classes
 from hybrid_unet.inference.sliding_window import SlidingWindow, softmax
 from hybrid_unet.inference.torch_forward import torch_forward
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run dir's ``checkpoints/best.pt``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return path
 
 
 class Predictor:
